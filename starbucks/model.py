@@ -61,8 +61,6 @@ class StarbucksModel(nn.Module):
             raise InputError("not a model folder", path)
         source = str(folder or name_or_path)
         try:
-            backbone = AutoModel.from_pretrained(source, add_pooling_layer=False)
-        except TypeError:
             backbone = AutoModel.from_pretrained(source)
         except OSError as e:
             raise StarbucksError(f"cannot load model {source!r}: {e}") from None
@@ -104,6 +102,8 @@ class StarbucksModel(nn.Module):
         if self._fingerprint is None:
             h = hashlib.sha256()
             for name, tensor in sorted(self.backbone.state_dict().items()):
+                if name.startswith("pooler."):
+                    continue  # never used for embeddings
                 h.update(name.encode())
                 h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
             h.update(repr(sorted(self.config.to_dict().items())).encode())
@@ -129,14 +129,19 @@ class StarbucksModel(nn.Module):
             self._views[depth] = view
         return view
 
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sizes) -> dict[Size, torch.Tensor]:
-        """Vectors for every requested size from one pass that stops at the deepest layer needed."""
-        sizes = [Size.parse(s) for s in sizes]
-        depth = max(s.layer for s in sizes)
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, depth: int) -> tuple[torch.Tensor, ...]:
+        """Hidden states 0..depth from a pass that stops at layer ``depth``."""
         out = self._view(depth)(
             input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
         )
-        hidden = out.hidden_states
+        return out.hidden_states
+
+    def pool(
+        self, hidden: tuple[torch.Tensor, ...], attention_mask: torch.Tensor, sizes, normalize: bool | None = None
+    ) -> dict[Size, torch.Tensor]:
+        """Pool, truncate and (per the config, unless ``normalize`` says otherwise) L2-normalise."""
+        sizes = [Size.parse(s) for s in sizes]
+        normalize = self.config.normalized if normalize is None else normalize
         pooled: dict[int, torch.Tensor] = {}
         for layer in {s.layer for s in sizes}:
             h = hidden[layer]
@@ -148,7 +153,19 @@ class StarbucksModel(nn.Module):
         vectors = {}
         for size in sizes:
             v = pooled[size.layer][:, : size.dim]
-            if self.config.normalized:
+            if normalize:
                 v = nn.functional.normalize(v, dim=-1)
             vectors[size] = v
         return vectors
+
+    def embed(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sizes, normalize: bool | None = None
+    ) -> dict[Size, torch.Tensor]:
+        """Vectors for every requested size from one pass that stops at the deepest layer needed.
+
+        ``normalize=False`` gives the raw truncated vectors (training losses that act on
+        coordinates need them); ``None`` follows the model's config.
+        """
+        sizes = [Size.parse(s) for s in sizes]
+        hidden = self.hidden_states(input_ids, attention_mask, max(s.layer for s in sizes))
+        return self.pool(hidden, attention_mask, sizes, normalize)

@@ -1,0 +1,258 @@
+"""Build an index in one streaming pass over a corpus, resumable after any interruption.
+
+Documents are encoded in fixed-size chunks; each finished chunk is written
+atomically to ``OUT.partial/chunks`` together with a hash of its documents. A
+rerun of the same command skips finished chunks (after checking the corpus still
+matches them), so no document is lost or encoded twice, and the result is
+byte-identical to an uninterrupted build. The finished index is assembled in
+``OUT.partial/final`` and appears at ``OUT`` by a single directory rename.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from numpy.lib.format import open_memmap
+from tqdm.auto import tqdm
+
+from indexes.docids import write_docids
+from indexes.faiss_index import new_index, fill_index
+from indexes.files import atomic_write, atomic_write_json, file_digest, fsync_dir
+from indexes.manifest import FORMAT_VERSION, INDEX_TYPES, MANIFEST, Manifest
+from starbucks.corpus import Doc, count_docs, iter_corpus, resolve_corpus
+from starbucks.encoder import Encoder
+from starbucks.errors import InputError, StarbucksError
+from starbucks.model import StarbucksModel
+from starbucks.sizes import Size, parse_sizes
+
+BUILD_STATE = "build.json"
+DEFAULT_CHUNK = 1024
+
+
+def default_sizes(model: StarbucksModel) -> tuple[list[Size], list[Size]]:
+    """Shortlist at the two smallest trained sizes below full, rerank at the others.
+
+    A model trained at one size only (a plain embedding model) shortlists with
+    its last layer cut to 1/12 and 1/6 of its width, which keeps most of its quality.
+    """
+    full = Size(model.num_layers, model.hidden_size)
+    trained = sorted(set(model.config.sizes) | {full})
+    if len(trained) >= 3:
+        return trained[:2], trained[2:]
+    return [Size(full.layer, max(1, full.dim // 12)), Size(full.layer, max(1, full.dim // 6))], [full]
+
+
+def partial_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def build_index(
+    corpus: str | Path,
+    out: str | Path,
+    model: str | Path | StarbucksModel | None = None,
+    shortlist: Iterable | str | None = None,
+    rerank: Iterable | str | None = None,
+    index_type: str = "flat",
+    chunk_size: int = DEFAULT_CHUNK,
+    batch_size: int = 32,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Index ``corpus`` into folder ``out``; rerun the same call to resume an interrupted build."""
+    out = Path(out)
+    if index_type not in INDEX_TYPES:
+        raise StarbucksError(f"unknown index type {index_type!r}: choose one of {', '.join(INDEX_TYPES)}")
+    if chunk_size < 1:
+        raise StarbucksError("chunk size must be positive")
+    if out.exists() and not overwrite:
+        raise StarbucksError(f"{out} already exists; pass --overwrite to rebuild it")
+    if out.exists() and not (out / MANIFEST).is_file():
+        raise StarbucksError(f"{out} exists and is not an index; refusing to overwrite it")
+    source = resolve_corpus(corpus)
+    model_name = "default" if model is None else (model.name if isinstance(model, StarbucksModel) else str(model))
+    if not isinstance(model, StarbucksModel):
+        model = StarbucksModel.load(model)
+    short_default, rerank_default = default_sizes(model)
+    shortlist = parse_sizes(shortlist) if shortlist else short_default
+    rerank = [s for s in (parse_sizes(rerank) if rerank else rerank_default) if s not in shortlist]
+    sizes = sorted(set(shortlist) | set(rerank))
+    model.check_sizes(sizes)
+
+    work = partial_dir(out)
+    state = {
+        "format_version": FORMAT_VERSION,
+        "corpus": str(source),
+        "model_name": model_name,
+        "model_fingerprint": model.fingerprint(),
+        "shortlist": [str(s) for s in shortlist],
+        "rerank": [str(s) for s in rerank],
+        "index_type": index_type,
+        "chunk_size": chunk_size,
+    }
+    _start_or_resume(work, state)
+    encoder = Encoder(model, batch_size=batch_size)
+    num_docs, corpus_fp = _encode_chunks(source, work / "chunks", encoder, sizes, chunk_size, progress)
+
+    final = work / "final"
+    shutil.rmtree(final, ignore_errors=True)
+    final.mkdir()
+    _assemble(work / "chunks", final, sizes, shortlist, index_type, num_docs, progress)
+    files = {
+        str(p.relative_to(final)): {"bytes": p.stat().st_size, "sha256": file_digest(p)}
+        for p in sorted(final.rglob("*")) if p.is_file()
+    }
+    manifest = Manifest(
+        model_name=model_name, model_fingerprint=state["model_fingerprint"],
+        model_config=model.config.to_dict(), shortlist=shortlist, rerank=rerank,
+        index_type=index_type, num_docs=num_docs, corpus=str(source),
+        corpus_fingerprint=corpus_fp, files=files,
+    )
+    atomic_write_json(final / MANIFEST, manifest.to_dict())
+    _publish(final, out)
+    shutil.rmtree(work)
+    return out
+
+
+def _start_or_resume(work: Path, state: dict) -> None:
+    """Create the work folder, or check an existing one was started with the same settings."""
+    path = work / BUILD_STATE
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            previous = None
+        if previous != state:
+            changed = sorted(k for k in state if previous is None or previous.get(k) != state[k])
+            raise StarbucksError(
+                f"{work} holds an interrupted build with other settings ({', '.join(changed)}); "
+                f"rerun it with the same settings to resume, or delete {work} to start over"
+            )
+        return
+    (work / "chunks").mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, state)
+
+
+def _chunk_hash(docs: list[Doc]) -> str:
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(d.docid.encode() + b"\0" + d.text.encode() + b"\n")
+    return h.hexdigest()
+
+
+def _encode_chunks(source, chunks: Path, encoder: Encoder, sizes, chunk_size: int, progress: bool) -> tuple[int, str]:
+    """Stream the corpus; encode every chunk not already on disk. Returns (count, corpus hash)."""
+    total = count_docs(source)
+    if total == 0:
+        raise InputError("corpus is empty", source)
+    corpus_hash = hashlib.sha256()
+    seen: set[bytes] = set()
+    batch: list[Doc] = []
+    number = 0
+    count = 0
+    bar = tqdm(total=total, unit="doc", desc="indexing", disable=not progress, smoothing=0.05)
+
+    def flush() -> None:
+        nonlocal number
+        digest = _chunk_hash(batch)
+        corpus_hash.update(digest.encode())
+        path = chunks / f"{number:08d}.npz"
+        done = _stored_hash(path)
+        if done is not None and done != digest:
+            raise InputError(
+                f"the corpus changed since the interrupted build: documents {number * chunk_size + 1}-"
+                f"{number * chunk_size + len(batch)} differ (from line {batch[0].line}); "
+                f"delete {chunks.parent} to start over",
+                source,
+            )
+        if done is None:
+            vectors = encoder.encode_passages([d.text for d in batch], sizes)
+            arrays = {str(s): vectors[s].astype(np.float16) for s in sizes}
+            docids = np.array([d.docid for d in batch])
+            atomic_write(path, lambda f: np.savez(f, hash=np.array(digest), docids=docids, **arrays))
+        bar.update(len(batch))
+        number += 1
+        batch.clear()
+
+    for doc in iter_corpus(source):
+        key = hashlib.blake2b(doc.docid.encode(), digest_size=8).digest()
+        if key in seen:
+            raise InputError(f"duplicate document id {doc.docid!r}", source, doc.line)
+        seen.add(key)
+        batch.append(doc)
+        count += 1
+        if len(batch) == chunk_size:
+            flush()
+    if batch:
+        flush()
+    bar.close()
+    if count == 0:
+        raise InputError("corpus is empty", source)
+    # Chunks past the end belong to a longer earlier corpus.
+    if (chunks / f"{number:08d}.npz").exists():
+        raise InputError(f"the corpus shrank since the interrupted build; delete {chunks.parent} to start over", source)
+    return count, corpus_hash.hexdigest()
+
+
+def _stored_hash(path: Path) -> str | None:
+    """The document hash of a finished chunk, or None if it is absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            return str(z["hash"])
+    except (OSError, ValueError, KeyError, EOFError):
+        return None  # damaged: encode it again
+
+
+def _assemble(chunks: Path, final: Path, sizes, shortlist, index_type: str, num_docs: int, progress: bool) -> None:
+    """Concatenate chunks into one float16 matrix per size, then build the FAISS indexes."""
+    files = sorted(chunks.glob("*.npz"))
+    (final / "vectors").mkdir()
+    matrices = {
+        s: open_memmap(final / "vectors" / f"{s}.npy", mode="w+", dtype=np.float16, shape=(num_docs, s.dim))
+        for s in sizes
+    }
+
+    def docids():
+        row = 0
+        for path in tqdm(files, desc="assembling", unit="chunk", disable=not progress):
+            with np.load(path) as z:
+                n = len(z["docids"])
+                for s in sizes:
+                    matrices[s][row : row + n] = z[str(s)]
+                yield from (str(d) for d in z["docids"])
+                row += n
+
+    write_docids(final, docids())
+    for m in matrices.values():
+        m.flush()
+    if shortlist:
+        import faiss
+
+        (final / "shortlist").mkdir()
+        for s in shortlist:
+            index = new_index(index_type, s.dim, num_docs)
+            fill_index(index, matrices[s])
+            faiss.write_index(index, str(final / "shortlist" / f"{s}.faiss"))
+    del matrices
+    for p in final.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def _publish(final: Path, out: Path) -> None:
+    """Move the finished index into place with renames; a reader sees the old or the new one."""
+    if out.exists():
+        old = out.with_name(f"{out.name}.old{os.getpid()}")
+        os.rename(out, old)
+        os.rename(final, out)
+        shutil.rmtree(old)
+    else:
+        os.rename(final, out)
+    fsync_dir(out.parent)

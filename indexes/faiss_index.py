@@ -1,0 +1,56 @@
+"""FAISS indexes for shortlist sizes: exact (flat), graph (hnsw) or compressed (ivfpq)."""
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+
+from starbucks.errors import StarbucksError
+
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 200
+HNSW_EF_SEARCH = 128
+IVFPQ_MIN_DOCS = 1000
+
+
+def ivfpq_params(num_docs: int, dim: int) -> dict:
+    """nlist about 4*sqrt(n), 8-bit codes of 4 dims each (dim/4 bytes per vector)."""
+    nlist = max(1, min(int(4 * math.sqrt(num_docs)), num_docs // 39))
+    m = max(1, dim // 4)
+    while dim % m:
+        m -= 1
+    return {"nlist": nlist, "m": m, "nbits": 8, "nprobe": min(nlist, 16)}
+
+
+def new_index(index_type: str, dim: int, num_docs: int) -> faiss.Index:
+    """An empty inner-product index of the given type."""
+    if index_type == "flat":
+        return faiss.IndexFlatIP(dim)
+    if index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+        return index
+    if index_type == "ivfpq":
+        if num_docs < IVFPQ_MIN_DOCS:
+            raise StarbucksError(
+                f"ivfpq needs at least {IVFPQ_MIN_DOCS} documents to train (corpus has {num_docs}); use flat or hnsw"
+            )
+        p = ivfpq_params(num_docs, dim)
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFPQ(quantizer, dim, p["nlist"], p["m"], p["nbits"], faiss.METRIC_INNER_PRODUCT)
+        index.nprobe = p["nprobe"]
+        return index
+    raise StarbucksError(f"unknown index type {index_type!r}: choose flat, hnsw or ivfpq")
+
+
+def fill_index(index: faiss.Index, vectors: np.ndarray, block: int = 65536, seed: int = 0) -> None:
+    """Train (if needed) and add every row of a (memory-mapped) matrix, block by block."""
+    n = vectors.shape[0]
+    if not index.is_trained:
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(n, size=min(n, 100_000), replace=False))
+        index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+    for start in range(0, n, block):
+        index.add(np.ascontiguousarray(vectors[start : start + block], dtype=np.float32))

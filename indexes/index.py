@@ -1,0 +1,105 @@
+"""Open a finished index: shortlist indexes in RAM, every size's vectors memory-mapped."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from indexes.docids import DocidTable
+from indexes.files import file_digest
+from indexes.manifest import Manifest
+from starbucks.errors import InputError, StarbucksError
+from starbucks.sizes import Size
+
+SCAN_BLOCK = 65536
+
+
+class Index:
+    """A read-only index folder. Thread-safe: every method only reads."""
+
+    def __init__(self, path: str | Path, verify: bool = False):
+        import faiss
+
+        self.path = Path(path)
+        self.manifest = Manifest.read(self.path)
+        self._check_files(verify)
+        self.docids = DocidTable(self.path)
+        if len(self.docids) != self.manifest.num_docs:
+            raise InputError(f"docid table has {len(self.docids)} entries, manifest says {self.manifest.num_docs}", self.path)
+        self.vectors: dict[Size, np.ndarray] = {}
+        for s in self.manifest.sizes:
+            file = self.path / "vectors" / f"{s}.npy"
+            try:
+                m = np.load(file, mmap_mode="r")
+            except (OSError, ValueError) as e:
+                raise InputError(f"unreadable vectors ({e})", file) from None
+            if m.shape != (self.manifest.num_docs, s.dim) or m.dtype != np.float16:
+                raise InputError(f"vectors have shape {m.shape} {m.dtype}, expected ({self.manifest.num_docs}, {s.dim}) float16", file)
+            self.vectors[s] = m
+        self.shortlist: dict[Size, "faiss.Index"] = {}
+        for s in self.manifest.shortlist:
+            file = self.path / "shortlist" / f"{s}.faiss"
+            try:
+                index = faiss.read_index(str(file))
+            except RuntimeError as e:
+                raise InputError(f"corrupt FAISS index ({str(e).splitlines()[0]})", file) from None
+            if index.ntotal != self.manifest.num_docs or index.d != s.dim:
+                raise InputError(f"FAISS index holds {index.ntotal} x {index.d}, expected {self.manifest.num_docs} x {s.dim}", file)
+            self.shortlist[s] = index
+
+    def _check_files(self, verify: bool) -> None:
+        """Sizes always (cheap, catches truncation); checksums when asked (reads everything)."""
+        for rel, meta in self.manifest.files.items():
+            file = self.path / rel
+            if not file.is_file():
+                raise InputError("missing index file", file)
+            if file.stat().st_size != meta["bytes"]:
+                raise InputError(f"index file is {file.stat().st_size} bytes, expected {meta['bytes']} (truncated?)", file)
+            if verify and file_digest(file) != meta["sha256"]:
+                raise InputError("index file is corrupt (checksum mismatch)", file)
+
+    def __len__(self) -> int:
+        return self.manifest.num_docs
+
+    @property
+    def sizes(self) -> list[Size]:
+        return self.manifest.sizes
+
+    def require(self, size: Size) -> None:
+        if size not in self.vectors:
+            stored = ", ".join(str(s) for s in self.sizes)
+            raise StarbucksError(f"size {size} is not stored in {self.path} (stored: {stored})")
+
+    def search(self, size: Size, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, rows) per query: the FAISS index if ``size`` has one, else an exact scan."""
+        self.require(size)
+        k = min(k, len(self))
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if size in self.shortlist:
+            return self.shortlist[size].search(queries, k)
+        return self.scan(size, queries, k)
+
+    def scan(self, size: Size, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact inner-product top-k over the memory-mapped vectors, block by block."""
+        matrix = self.vectors[size]
+        best_s = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+        best_i = np.zeros((len(queries), 0), dtype=np.int64)
+        for start in range(0, len(matrix), SCAN_BLOCK):
+            block = np.asarray(matrix[start : start + SCAN_BLOCK], dtype=np.float32)
+            scores = queries @ block.T
+            kk = min(k, scores.shape[1])
+            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+            cand_s = np.concatenate([best_s, np.take_along_axis(scores, top, 1)], axis=1)
+            cand_i = np.concatenate([best_i, top + start], axis=1)
+            keep = np.argsort(-cand_s, axis=1, kind="stable")[:, :k]
+            best_s, best_i = np.take_along_axis(cand_s, keep, 1), np.take_along_axis(cand_i, keep, 1)
+        return best_s, best_i
+
+    def rescore(self, size: Size, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Scores of one query against the given rows at ``size`` (reads only those rows)."""
+        self.require(size)
+        order = np.argsort(rows, kind="stable")
+        gathered = np.asarray(self.vectors[size][rows[order]], dtype=np.float32)
+        scores = np.empty(len(rows), dtype=np.float32)
+        scores[order] = gathered @ np.asarray(query, dtype=np.float32)
+        return scores
