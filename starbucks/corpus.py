@@ -96,7 +96,8 @@ def _doc(docid: object, title: str, text: str, path, line: int) -> Doc:
     return Doc(docid, body, line)
 
 
-def _iter_jsonl(path: Path) -> Iterator[Doc]:
+def iter_json_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file, rejecting anything else."""
     with open_text(path) as f:
         for n, raw in enumerate(f, 1):
             if not raw.strip():
@@ -107,13 +108,18 @@ def _iter_jsonl(path: Path) -> Iterator[Doc]:
                 raise InputError(f"malformed JSON ({e.msg})", path, n) from None
             if not isinstance(obj, dict):
                 raise InputError("expected a JSON object", path, n)
-            docid = obj.get("_id", obj.get("id", obj.get("docid")))
-            title, text = obj.get("title") or "", obj.get("text", obj.get("contents"))
-            if text is None:
-                raise InputError("document has no 'text'", path, n)
-            if not isinstance(text, str) or not isinstance(title, str):
-                raise InputError("'title' and 'text' must be strings", path, n)
-            yield _doc(docid, title, text, path, n)
+            yield n, obj
+
+
+def _iter_jsonl(path: Path) -> Iterator[Doc]:
+    for n, obj in iter_json_objects(path):
+        docid = obj.get("_id", obj.get("id", obj.get("docid")))
+        title, text = obj.get("title") or "", obj.get("text", obj.get("contents"))
+        if text is None:
+            raise InputError("document has no 'text'", path, n)
+        if not isinstance(text, str) or not isinstance(title, str):
+            raise InputError("'title' and 'text' must be strings", path, n)
+        yield _doc(docid, title, text, path, n)
 
 
 def _iter_tsv(path: Path) -> Iterator[Doc]:

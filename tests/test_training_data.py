@@ -1,0 +1,113 @@
+"""Training configs and training files: clear errors for bad input, deterministic batches."""
+import json
+
+import pytest
+
+from starbucks.errors import InputError, StarbucksError
+from training.config import TrainConfig
+from training.data import RetrievalBatches, batch_items, load_groups, read_groups
+from training.loop import train
+from training_fixtures import groups_file, run_config, tiny_train_model, train_model_dir  # noqa: F401
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("size, problem", [("5x16", "beyond the model's 4 layers"), ("2x64", "beyond the model's width 32")])
+def test_sizes_beyond_the_model_are_rejected(train_model_dir, groups_file, tmp_path, size, problem):
+    cfg = TrainConfig.from_dict(run_config(train_model_dir, groups_file, tmp_path / "o", sizes=[size, "4x32"]))
+    with pytest.raises(StarbucksError, match=problem):
+        train(cfg, progress=False)
+
+
+def test_separate_size_beyond_the_model_is_rejected(train_model_dir, groups_file, tmp_path):
+    cfg = TrainConfig.from_dict(run_config(train_model_dir, groups_file, tmp_path / "o", method="separate",
+                                           separate_size="6x16"))
+    with pytest.raises(StarbucksError, match="layer 6"):
+        train(cfg, progress=False)
+
+
+def test_empty_training_file(tmp_path):
+    path = write(tmp_path / "empty.jsonl", "\n\n")
+    with pytest.raises(InputError, match="no training records") as e:
+        read_groups(path)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("{not json", "malformed JSON"),
+    ('["a list"]', "expected a JSON object"),
+    ('{"positive_passages": [{"text": "p"}]}', "no 'query'"),
+    ('{"query": "q", "positive_passages": []}', "no positive_passages"),
+    ('{"query": "q", "positive_passages": "p"}', "must be a list"),
+    ('{"query": "q", "positive_passages": [{"title": "", "text": ""}]}', "empty passage"),
+])
+def test_malformed_record_names_file_and_line(tmp_path, line, problem):
+    good = json.dumps({"query": "q", "positive_passages": [{"text": "p"}], "negative_passages": [{"text": "n"}]})
+    path = write(tmp_path / "bad.jsonl", good + "\n" + line + "\n")
+    with pytest.raises(InputError, match=problem) as e:
+        read_groups(path)
+    assert e.value.line == 2 and e.value.path == path
+
+
+def test_missing_negatives_with_a_group_size_is_an_error(tmp_path):
+    path = write(tmp_path / "noneg.jsonl", json.dumps({"query": "q", "positive_passages": [{"text": "p"}]}) + "\n")
+    assert len(load_groups([str(path)], group_size=1)) == 1
+    with pytest.raises(InputError, match="no negative_passages") as e:
+        load_groups([str(path)], group_size=4)
+    assert e.value.line == 1
+
+
+def test_missing_training_file(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        read_groups(tmp_path / "absent.jsonl")
+
+
+def test_config_errors_name_the_file(tmp_path, train_model_dir, groups_file):
+    good = run_config(train_model_dir, groups_file, tmp_path / "o")
+    bad_json = write(tmp_path / "a.json", '{"model": "m",\n "output": }')
+    with pytest.raises(InputError, match="cannot parse") as e:
+        TrainConfig.load(bad_json)
+    assert e.value.line == 2
+    unknown = write(tmp_path / "b.json", json.dumps(dict(good, learnig_rate=1)))
+    with pytest.raises(InputError, match="learnig_rate"):
+        TrainConfig.load(unknown)
+    for change, problem in [({"method": "magic"}, "method must be"), ({"train_files": []}, "train_files is empty"),
+                            ({"epochs": 1}, "exactly one of max_steps and epochs"),
+                            ({"sizes": ["4by32"]}, "bad size"), ({"batch_size": 0}, "batch_size")]:
+        path = write(tmp_path / "c.json", json.dumps(dict(good, **change)))
+        with pytest.raises(InputError, match=problem) as e:
+            TrainConfig.load(path)
+        assert str(path) in str(e.value)
+    missing = write(tmp_path / "d.json", json.dumps({"model": "m"}))
+    with pytest.raises(InputError, match="missing settings"):
+        TrainConfig.load(missing)
+
+
+def test_toml_config(tmp_path):
+    path = write(tmp_path / "c.toml", 'model = "m"\noutput = "o"\ntrain_files = ["t.jsonl"]\nmax_steps = 3\n'
+                                      'sizes = ["2x32", "1x16"]\n')
+    cfg = TrainConfig.load(path)
+    assert cfg.max_steps == 3 and cfg.sizes == ["1x16", "2x32"]
+
+
+def test_batches_are_a_function_of_seed_and_index(groups_file):
+    tokenizer = tiny_train_model().tokenizer
+    groups = read_groups(groups_file)
+    make = lambda seed: RetrievalBatches(groups, tokenizer, 4, 3, 16, 32, seed)  # noqa: E731
+    assert make(1).texts(5) == make(1).texts(5)
+    assert make(1).texts(5) != make(2).texts(5)
+    queries, passages = make(1).texts(0)
+    assert len(queries) == 4 and len(passages) == 12
+    for i, q in enumerate(queries):
+        topic = q.removeprefix("facts about ")
+        assert topic in passages[3 * i]  # the positive leads its group
+        assert all(topic not in p for p in passages[3 * i + 1: 3 * i + 3])
+
+
+def test_every_record_is_seen_once_per_epoch():
+    n, bs = 10, 3
+    first_epoch = [i for b in range(4) for i in batch_items(n, bs, seed=0, index=b)][:n]
+    assert sorted(first_epoch) == list(range(n))

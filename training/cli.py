@@ -1,0 +1,78 @@
+"""``starbucks train`` and ``starbucks build-train-data``: thin layers over the library."""
+from __future__ import annotations
+
+import argparse
+
+from training.config import TrainConfig
+
+
+def add_parsers(subparsers) -> None:
+    """Register the training sub-commands on the ``starbucks`` command's sub-parsers."""
+    p = subparsers.add_parser(
+        "train", help="train a Starbucks model from a config file",
+        description="Train (or resume) a model as a config file in experiments/configs/ describes. "
+                    "The output folder loads like any model in 'starbucks index'.",
+    )
+    p.add_argument("config", help="a .json or .toml training config")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of the output folder")
+    p.add_argument("--output", help="override the config's output folder")
+    p.add_argument("--max-steps", type=int, help="override the config's step count")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run_train)
+
+    b = subparsers.add_parser(
+        "build-train-data", help="write Tevatron-style training JSONL with mined hard negatives",
+        description="Judged queries (--queries, --qrels) with their relevant passages and hard negatives "
+                    "mined by BM25 or a model; or, with --pseudo N, label-free records whose queries are "
+                    "cut from N passages of the corpus (train them with \"teacher\": \"base\").",
+    )
+    b.add_argument("--corpus", required=True, help="a BEIR folder or corpus .jsonl/.tsv")
+    b.add_argument("--queries", help="queries (BEIR queries.jsonl, TSV or TREC topics)")
+    b.add_argument("--qrels", help="training judgements (BEIR TSV or TREC qrels)")
+    b.add_argument("--out", required=True, help="output .jsonl")
+    b.add_argument("--negatives", choices=["bm25", "model"], default="bm25", help="how to mine negatives")
+    b.add_argument("--model", help="model folder for --negatives model (default: the default model)")
+    b.add_argument("--pseudo", type=int, metavar="N", help="label-free mode: pseudo-queries from N passages")
+    b.add_argument("--depth", type=int, default=100, help="ranks searched for negatives (default 100)")
+    b.add_argument("--num-negatives", type=int, default=30, help="negatives kept per query (default 30)")
+    b.add_argument("--skip-top", type=int, default=0, help="ignore the top ranks (likely unjudged positives)")
+    b.add_argument("--min-relevance", type=int, default=1, help="lowest grade counted as positive (default 1)")
+    b.add_argument("--seed", type=int, default=42)
+    b.add_argument("--threads", type=int, default=1, help="BM25 retrieval threads")
+    b.set_defaults(func=run_build_train_data)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from training.loop import train
+
+    overrides = {}
+    if args.resume:
+        overrides["resume"] = True
+    if args.output:
+        overrides["output"] = args.output
+    if args.max_steps:
+        overrides["max_steps"], overrides["epochs"] = args.max_steps, None
+    cfg = TrainConfig.load(args.config, **overrides)
+    out = train(cfg, progress=not args.no_progress)
+    print(f"trained model written to {out}")
+    return 0
+
+
+def run_build_train_data(args: argparse.Namespace) -> int:
+    from training.build_data import build_pseudo_data, build_train_data
+
+    common = dict(negatives=args.negatives, model=args.model, depth=args.depth,
+                  num_negatives=args.num_negatives, skip_top=args.skip_top, seed=args.seed, threads=args.threads)
+    if args.pseudo is not None:
+        if args.queries or args.qrels:
+            raise SystemExit("build-train-data: --pseudo takes no --queries/--qrels")
+        if args.pseudo < 1:
+            raise SystemExit("build-train-data: --pseudo needs a positive passage count")
+        n = build_pseudo_data(args.corpus, args.out, args.pseudo, **common)
+    else:
+        if not (args.queries and args.qrels):
+            raise SystemExit("build-train-data: give --queries and --qrels, or --pseudo N for label-free data")
+        n = build_train_data(args.corpus, args.queries, args.qrels, args.out,
+                             min_relevance=args.min_relevance, **common)
+    print(f"wrote {n} training records to {args.out}")
+    return 0
