@@ -106,10 +106,10 @@ class Searcher:
         t2 = time.perf_counter()
         timings[f"shortlist {first.size}"] = (t2 - t1) * 1000 / n
         rankings = [self._valid(scores[i], rows[i]) for i in range(n)]
-        for number, stage in enumerate(plan[1:], 2):
+        for stage in plan[1:]:
             t = time.perf_counter()
             rankings = [self._rerank(r, stage, vectors[stage.size][i]) for i, r in enumerate(rankings)]
-            timings[f"rerank{number} {stage.size}"] = (time.perf_counter() - t) * 1000 / n
+            timings[f"rerank {stage.size}"] = (time.perf_counter() - t) * 1000 / n
         results = []
         for ranking in rankings:
             head = ranking.order[:k]

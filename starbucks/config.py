@@ -64,15 +64,13 @@ class ModelConfig:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
-# Published checkpoints whose folders carry no starbucks.json.
+# Published checkpoints whose folders carry no starbucks.json (sizes: the diagonal).
 PRESETS: dict[str, dict] = {
     "ielabgroup/Starbucks-msmarco": dict(
-        sizes=[str(s) for s in diagonal(12, 768)], pooling="cls", normalize=False,
-        similarity="dot", query_max_length=32, passage_max_length=196,
+        pooling="cls", normalize=False, similarity="dot", query_max_length=32, passage_max_length=196,
     ),
     "ielabgroup/Starbucks_STS": dict(
-        sizes=[str(s) for s in diagonal(12, 768)], pooling="mean", normalize=True,
-        similarity="cosine", query_max_length=128, passage_max_length=128,
+        pooling="mean", normalize=True, similarity="cosine", query_max_length=128, passage_max_length=128,
     ),
 }
 
@@ -87,7 +85,7 @@ def infer_config(name: str, folder: Path | None, num_layers: int, hidden: int) -
             raise InputError(f"not valid JSON ({e})", path) from None
         return ModelConfig.from_dict(data, path)
     if name in PRESETS:
-        return ModelConfig(**PRESETS[name])
+        return ModelConfig(sizes=diagonal(num_layers, hidden), **PRESETS[name])
     settings: dict = dict(sizes=[Size(num_layers, hidden)])
     if folder is not None and (folder / "modules.json").is_file():
         # A sentence-transformers folder: read its pooling, normalisation and length.

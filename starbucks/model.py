@@ -120,6 +120,12 @@ class StarbucksModel(nn.Module):
             return self.backbone
         view = self._views.get(depth)
         if view is None:
+            # transformers 5 records hidden states with hooks on the (shared) layers,
+            # installed once per model object: install them on the backbone first so
+            # every view inherits them instead of adding a second set.
+            from transformers.utils.output_capturing import maybe_install_capturing_hooks
+
+            maybe_install_capturing_hooks(self.backbone)
             view = copy.copy(self.backbone)
             view._modules = dict(self.backbone._modules)
             encoder = copy.copy(self.backbone.encoder)

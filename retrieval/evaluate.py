@@ -1,0 +1,139 @@
+"""Run topics through a searcher (or BM25), score with ir-measures, write TREC runs, print tables."""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import ir_measures
+from tqdm.auto import tqdm
+
+from retrieval.plan import Plan
+from starbucks.errors import StarbucksError
+from starbucks.topics import Qrels
+
+DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@1000")
+Rankings = dict[str, list[str]]  # qid -> docids, best first
+
+
+def parse_measures(names: Sequence[str]) -> list:
+    measures = []
+    for name in names:
+        try:
+            measures.append(ir_measures.parse_measure(name))
+        except (ValueError, NameError, TypeError, SyntaxError):
+            raise StarbucksError(f"unknown measure {name!r} (ir-measures names, e.g. nDCG@10, RR@10, R@1000, AP)") from None
+    return measures
+
+
+def depth_for(measures) -> int:
+    """How deep a ranking the measures look: the largest cutoff (1000 if any has none)."""
+    cutoffs = [m["cutoff"] if "cutoff" in m.params else None for m in measures]
+    return 1000 if any(c is None for c in cutoffs) else max(cutoffs)
+
+
+def judged_topics(topics: dict[str, str], qrels: Qrels) -> dict[str, str]:
+    """The topics that have judgements (the rest cannot be scored)."""
+    judged = {q: t for q, t in topics.items() if q in qrels}
+    if not judged:
+        raise StarbucksError("no topic has judgements: do the topics and qrels belong together?")
+    return judged
+
+
+def score(rankings: Rankings, qrels: Qrels, measures) -> dict[str, float]:
+    """Aggregate measures; scores are rank-based so ties cannot reorder a ranking."""
+    run = {q: {d: float(len(ds) - i) for i, d in enumerate(ds)} for q, ds in rankings.items()}
+    values = ir_measures.calc_aggregate(measures, qrels, run)
+    return {str(m): float(values.get(m, 0.0)) for m in measures}
+
+
+def write_trec(path: Path, rankings: Rankings, tag: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for qid, docids in rankings.items():
+            for rank, docid in enumerate(docids, 1):
+                f.write(f"{qid} Q0 {docid} {rank} {len(docids) - rank + 1} {tag}\n")
+
+
+@dataclasses.dataclass
+class Row:
+    """One system's line of a results table."""
+
+    name: str
+    metrics: dict[str, float]
+    mean_ms: float  # per query
+    p50_ms: float
+    p95_ms: float
+    qps: float
+    mode: str  # "single" (one query at a time) or "batch N"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def timed_rankings(topics: dict[str, str], search: Callable[[list[str]], list[list[str]]],
+                   batch: int, desc: str, progress: bool) -> tuple[Rankings, list[float], float]:
+    """Call ``search`` on batches of queries; per-query latencies (ms) and the wall time (s)."""
+    qids = list(topics)
+    rankings, latencies = {}, []
+    wall = time.perf_counter()
+    for start in tqdm(range(0, len(qids), batch), desc=desc, unit="batch" if batch > 1 else "query",
+                      disable=not progress, leave=False):
+        chunk = qids[start : start + batch]
+        t = time.perf_counter()
+        results = search([topics[q] for q in chunk])
+        ms = (time.perf_counter() - t) * 1000 / len(chunk)
+        latencies += [ms] * len(chunk)
+        rankings.update(zip(chunk, results))
+    return rankings, latencies, time.perf_counter() - wall
+
+
+def make_row(name: str, rankings: Rankings, latencies: list[float], wall: float, qrels: Qrels, measures, batch: int) -> Row:
+    latencies = sorted(latencies)
+    return Row(
+        name=name, metrics=score(rankings, qrels, measures),
+        mean_ms=statistics.fmean(latencies),
+        p50_ms=latencies[len(latencies) // 2],
+        p95_ms=latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))],
+        qps=len(latencies) / wall, mode="single" if batch == 1 else f"batch {batch}",
+    )
+
+
+def evaluate_searcher(searcher, topics: dict[str, str], qrels: Qrels, budget: Plan | float | None,
+                      measures, batch: int = 1, runs_dir: Path | None = None, progress: bool = True) -> Row:
+    """Evaluate one plan (or budget) over the judged topics."""
+    topics = judged_topics(topics, qrels)
+    depth = min(depth_for(measures), len(searcher.index))
+    plan = searcher.resolve(budget, depth)
+    name = str(plan) if budget is None or isinstance(budget, Plan) else f"budget {budget:g} ms: {plan}"
+
+    def search(queries):
+        return [r.docids for r in searcher.search_batch(queries, k=depth, budget=plan)]
+
+    rankings, latencies, wall = timed_rankings(topics, search, batch, str(plan), progress)
+    if runs_dir is not None:
+        write_trec(Path(runs_dir) / f"{str(plan).replace(':', '@').replace(',', '_')}.trec", rankings, "starbucks")
+    return make_row(name, rankings, latencies, wall, qrels, measures, batch)
+
+
+def size_plans(searcher, depth: int) -> list[Plan]:
+    """One exhaustive single-stage plan per stored size: the paper's per-size table."""
+    return [Plan.exhaustive(s, min(depth, len(searcher.index))) for s in searcher.index.sizes]
+
+
+def format_table(rows: Sequence[Row], title: str = "") -> str:
+    """A markdown table: one line per system, measures then speed."""
+    if not rows:
+        return ""
+    names = list(rows[0].metrics)
+    head = ["system", *names, "ms/query", "p50 ms", "p95 ms", "queries/s", "mode"]
+    lines = ([f"### {title}", ""] if title else []) + [
+        "| " + " | ".join(head) + " |", "|" + "---|" * len(head)
+    ]
+    for r in rows:
+        cells = [r.name, *(f"{r.metrics[n]:.4f}" for n in names),
+                 f"{r.mean_ms:.2f}", f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}", f"{r.qps:.1f}", r.mode]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
