@@ -1,1 +1,1 @@
-"""Training objectives, one per file; :func:`build_objective` picks one from a config."""
+"""Training objectives, one per file; ``training.objectives`` picks one from a config."""
