@@ -130,3 +130,21 @@ def test_float16_output(train_model_dir, groups_file, tmp_path):
     from safetensors import safe_open
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+
+
+def test_2dmse_run_samples_different_sizes_across_steps(train_model_dir, groups_file, tmp_path):
+    cfg = TrainConfig.from_dict(run_config(train_model_dir, groups_file, tmp_path / "2d", method="2dmse",
+                                           sizes=["1x8", "2x16", "4x32"], max_steps=6))
+    log = log_of(train(cfg, progress=False))
+    for record in log:
+        sized = [Size.parse(k) for k in record["losses"] if k != "kl"]
+        assert "kl" in record["losses"] and sorted(s.layer for s in sized)[-1] == 4 and len(sized) == 2
+    assert len({tuple(sorted(r["losses"])) for r in log}) > 1
+
+
+def test_gradient_checkpointing_gives_the_same_first_step(train_model_dir, groups_file, tmp_path):
+    plain = log_of(train(TrainConfig.from_dict(run_config(train_model_dir, groups_file, tmp_path / "p", max_steps=1)),
+                         progress=False))
+    ckpt = log_of(train(TrainConfig.from_dict(run_config(train_model_dir, groups_file, tmp_path / "c", max_steps=1,
+                                                         grad_checkpointing=True)), progress=False))
+    assert ckpt[0]["loss"] == pytest.approx(plain[0]["loss"], rel=1e-5)

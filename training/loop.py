@@ -88,7 +88,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     dtype = precision_dtype(cfg, model.device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     if cfg.grad_checkpointing:
-        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.backbone.activation_checkpointing_enable({"use_reentrant": False})
 
     start = 0
     output.mkdir(parents=True, exist_ok=True)

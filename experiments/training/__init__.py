@@ -1,0 +1,1 @@
+"""Training experiments: per-size evaluation of trained models and the method comparison."""
