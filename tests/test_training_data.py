@@ -53,11 +53,11 @@ def test_malformed_record_names_file_and_line(tmp_path, line, problem):
 
 
 def test_missing_negatives_with_a_group_size_is_an_error(tmp_path):
-    path = write(tmp_path / "noneg.jsonl", json.dumps({"query": "q", "positive_passages": [{"text": "p"}]}) + "\n")
+    path = write(tmp_path / "noneg.jsonl", "\n" + json.dumps({"query": "q", "positive_passages": [{"text": "p"}]}) + "\n")
     assert len(load_groups([str(path)], group_size=1)) == 1
     with pytest.raises(InputError, match="no negative_passages") as e:
         load_groups([str(path)], group_size=4)
-    assert e.value.line == 1
+    assert e.value.line == 2
 
 
 def test_missing_training_file(tmp_path):
@@ -111,3 +111,27 @@ def test_every_record_is_seen_once_per_epoch():
     n, bs = 10, 3
     first_epoch = [i for b in range(4) for i in batch_items(n, bs, seed=0, index=b)][:n]
     assert sorted(first_epoch) == list(range(n))
+
+
+def test_hugging_face_datasets_are_read_as_tevatron_rows(monkeypatch):
+    import sys
+    import types
+
+    calls = []
+    rows = [{"query_id": "1", "query": "q", "positive_passages": [{"docid": "a", "title": "T", "text": "p"}],
+             "negative_passages": [{"docid": "b", "title": "", "text": "n"}]}]
+    fake = types.SimpleNamespace(load_dataset=lambda name, split: calls.append((name, split)) or rows)
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    groups = load_groups(["hf:Tevatron/msmarco-passage"], group_size=2)
+    assert calls == [("Tevatron/msmarco-passage", "train")]
+    assert groups[0].positives == ["T p"] and groups[0].negatives == ["n"]
+    load_groups(["hf:Tevatron/msmarco-passage:dev"], group_size=2)
+    assert calls[-1] == ("Tevatron/msmarco-passage", "dev")
+
+
+def test_hugging_face_without_the_datasets_package(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(InputError, match="pip install datasets"):
+        load_groups(["hf:Tevatron/msmarco-passage"], group_size=2)

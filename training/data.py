@@ -26,6 +26,7 @@ class QueryGroup:
     positives: list[str]
     negatives: list[str]
     query_id: str = ""
+    line: int | None = None  # where it came from, for error messages
 
 
 def passage_text(p: dict) -> str:
@@ -57,7 +58,7 @@ def parse_group(obj: object, path: object, line: int | None) -> QueryGroup:
     if not lists["positive_passages"]:
         raise InputError("record has no positive_passages", path, line)
     return QueryGroup(query.strip(), lists["positive_passages"], lists["negative_passages"],
-                      str(obj.get("query_id", "")))
+                      str(obj.get("query_id", "")), line)
 
 
 def read_groups(path: str | Path) -> list[QueryGroup]:
@@ -86,11 +87,11 @@ def load_groups(specs: Iterable[str], group_size: int) -> list[QueryGroup]:
     for spec in specs:
         part = load_hf_groups(spec) if str(spec).startswith(HF_PREFIX) else read_groups(spec)
         if group_size > 1:
-            for i, g in enumerate(part, 1):
+            for g in part:
                 if not g.negatives:
                     raise InputError(
                         f"record has no negative_passages but train_group_size is {group_size}"
-                        " (mine some with 'starbucks build-train-data')", spec, i if not str(spec).startswith(HF_PREFIX) else None,
+                        " (mine some with 'starbucks build-train-data')", spec, g.line,
                     )
         groups.extend(part)
     return groups
