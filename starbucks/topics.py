@@ -78,7 +78,7 @@ def read_qrels(spec: str | Path) -> Qrels:
             parts = raw.split()
             if not parts:
                 continue
-            if n == 1 and not parts[-1].lstrip("-").isdigit():
+            if n == 1 and parts[0].lower() in ("query-id", "query_id", "qid"):
                 continue  # BEIR header: query-id corpus-id score
             if len(parts) == 3:
                 qid, docid, rel = parts
