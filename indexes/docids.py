@@ -4,6 +4,7 @@ Lookups read only the lines asked for, so a 10M-document index keeps no docid li
 """
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 from typing import Iterable
 
@@ -31,25 +32,31 @@ class DocidTable:
     """Maps internal row numbers to string docids."""
 
     def __init__(self, folder: Path):
+        self.path = folder / DOCIDS
         try:
             self._offsets = np.load(folder / OFFSETS, mmap_mode="r")
-            self._data = np.memmap(folder / DOCIDS, dtype=np.uint8, mode="r")
+            with open(self.path, "rb") as f:
+                self._data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.path.stat().st_size else b""
         except (OSError, ValueError) as e:
             raise InputError(f"unreadable docid table ({e})", folder) from None
         if len(self._offsets) == 0 or self._offsets[-1] != len(self._data):
-            raise InputError("docid table is truncated or corrupt", folder / DOCIDS)
+            raise InputError("docid table is truncated or corrupt", self.path)
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
 
     def __getitem__(self, row: int) -> str:
-        start, end = self._offsets[row], self._offsets[row + 1]
-        return bytes(self._data[start : end - 1]).decode()
+        return self.lookup([row])[0]
 
-    def lookup(self, rows: Iterable[int]) -> list[str]:
-        return [self[int(r)] for r in rows]
+    def lookup(self, rows) -> list[str]:
+        """Docids of many rows at once (slicing an mmap is a plain bytes copy)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = self._offsets[rows].tolist()
+        ends = self._offsets[rows + 1].tolist()
+        data = self._data
+        return [data[s : e - 1].decode() for s, e in zip(starts, ends)]
 
     def __iter__(self):
-        with open(Path(self._data.filename), encoding="utf-8") as f:
+        with open(self.path, encoding="utf-8") as f:
             for line in f:
                 yield line.rstrip("\n")

@@ -106,6 +106,8 @@ def evaluate_searcher(searcher, topics: dict[str, str], qrels: Qrels, budget: Pl
     """Evaluate one plan (or budget) over the judged topics."""
     topics = judged_topics(topics, qrels)
     depth = min(depth_for(measures), len(searcher.index))
+    if isinstance(budget, Plan):
+        depth = min(depth, budget.depth)  # a plan ranks only what it shortlists
     plan = searcher.resolve(budget, depth)
     name = str(plan) if budget is None or isinstance(budget, Plan) else f"budget {budget:g} ms: {plan}"
 
