@@ -74,7 +74,12 @@ def build_index(
     if out.exists() and not (out / MANIFEST).is_file():
         raise StarbucksError(f"{out} exists and is not an index; refusing to overwrite it")
     source = resolve_corpus(corpus)
-    model_name = "default" if model is None else (model.name if isinstance(model, StarbucksModel) else str(model))
+    if model is None:
+        model_name = "default"
+    elif isinstance(model, StarbucksModel):
+        model_name = model.name
+    else:  # a local folder is recorded absolute, so the index opens from anywhere
+        model_name = str(Path(model).resolve()) if Path(model).is_dir() else str(model)
     if not isinstance(model, StarbucksModel):
         model = StarbucksModel.load(model)
     short_default, rerank_default = default_sizes(model)
