@@ -38,7 +38,7 @@ def cmd_search(args) -> None:
 
     searcher = Searcher(args.index, model=args.model)
     for query in args.query:
-        r = searcher.search(query, k=args.k, budget=_budget(args))
+        r = searcher.search(query, k=args.k, budget=_budget(args), early_stop=args.early_stop)
         if args.json:
             print(json.dumps({"query": query, "plan": str(r.plan), "timings_ms": r.timings,
                               "hits": [{"docid": d, "score": s} for d, s in zip(r.docids, r.scores)]}))
@@ -96,6 +96,20 @@ def cmd_bm25(args) -> None:
     _report([make_row(name, rankings, latencies, wall, qrels, measures, args.batch)], f"BM25 on {args.topics}", args.output)
 
 
+def cmd_calibrate(args) -> None:
+    from retrieval import Searcher
+    from retrieval.calibrate import calibrate
+    from retrieval.frontier import format_frontier
+    from starbucks.topics import read_qrels, read_topics
+
+    searcher = Searcher(args.index, model=args.model)
+    frontier, _ = calibrate(searcher, read_topics(args.topics), read_qrels(args.qrels), args.measure,
+                            args.tolerance, str(args.topics), progress=not args.quiet)
+    path = frontier.save(searcher.index.path)
+    print(format_frontier(frontier))
+    print(f"frontier written to {path}")
+
+
 def cmd_demo(args) -> None:
     from retrieval.demo import run_demo
 
@@ -139,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--budget", type=float, help="latency budget in milliseconds per query")
     group.add_argument("--plan", help="an explicit cascade, e.g. 2x32:1000,4x64:200,6x384:10")
     p.add_argument("--model", help="model folder or hub id (default: the one that built the index)")
+    p.add_argument("--early-stop", action="store_true",
+                   help="skip the middle stages when the shortlist is decisive (needs starbucks calibrate)")
     p.add_argument("--json", action="store_true", help="one JSON object per query")
     p.set_defaults(func=cmd_search)
 
@@ -158,6 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     _measure_args(p)
     p.add_argument("--pyserini-index", help="a Lucene index: use Pyserini (needs the 'pyserini' extra and Java 21)")
     p.set_defaults(func=cmd_bm25)
+
+    p = sub.add_parser("calibrate", help="measure a grid of plans on topics; budgets then pick from its frontier",
+                       description="Run every plan the planner considers over judged topics, measure each one's "
+                                   "effectiveness and latency on this machine, and keep the Pareto frontier in "
+                                   "INDEX/calibration.json (with early-stopping margins for search --early-stop).")
+    p.add_argument("index", type=Path)
+    p.add_argument("--topics", required=True, help="queries: BEIR queries.jsonl or folder, qid<TAB>text, TREC topics, or irds:ID")
+    p.add_argument("--qrels", required=True, help="judgements: BEIR qrels TSV, TREC qrels, or irds:ID")
+    p.add_argument("--measure", default="nDCG@10", help="the ir-measures name to optimise (default: %(default)s)")
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="early stopping may lose at most this fraction of a plan's effectiveness (default: %(default)s)")
+    p.add_argument("--model", help="model folder or hub id (default: the one that built the index)")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("demo", help="index the bundled CACM corpus, evaluate it and show a search")
     p.add_argument("--out", type=Path, default=Path("demo-index"), help="where to put the demo index (default: %(default)s)")

@@ -11,10 +11,13 @@ folder and re-measured when the machine (CPU count, thread settings) changes:
 A plan's predicted latency is ``encode_ms[deepest layer] + first_ms[first size][keep]``
 plus, for every later stage, ``rescore_us[size] x candidates it receives``.
 
-Choosing: among candidate plans whose prediction fits the budget, the one expected
-to be most effective wins. Expected effectiveness orders plans by their last
-stage's size (deeper, then wider), then their first stage's size, then how many
-candidates reach the last stage; cost breaks ties. ``budget=None`` takes the most
+Choosing: after ``starbucks calibrate`` (``calibration.json`` measured on this machine
+and index), the most effective calibrated plan whose measured latency fits the budget.
+Without one, the cost model alone: among candidate plans whose prediction fits the
+budget, the one expected to be most effective wins. Expected effectiveness orders plans
+by their last stage's size (deeper, then wider), then their first stage's size, then
+how many candidates reach the last stage; cost breaks ties. The first such choice warns
+once, and ``Planner.source`` says which was used. ``budget=None`` takes the most
 effective plan regardless of cost: an exhaustive scan at the largest stored size.
 """
 from __future__ import annotations
@@ -32,11 +35,12 @@ from itertools import combinations
 import numpy as np
 
 from indexes.files import atomic_write_json
+from retrieval.frontier import Frontier
 from retrieval.plan import Plan, Stage
 from starbucks.sizes import Size
 
 COSTS = "costs.json"
-KEEPS = (100, 200, 500, 1000, 2000)
+KEEPS = (50, 100, 200, 500, 1000, 2000)
 MIDDLE_KEEPS = (50, 100, 200)
 SAMPLE_QUERIES = (
     "what is the best way to reduce memory use in a search engine",
@@ -130,10 +134,10 @@ def measure(searcher) -> CostModel:
     for size in sizes:
         q = vectors[size][0]
         rescore_us[size] = _median_ms(lambda: index.rescore(size, q, rows)) * 1000 / len(rows)
-    return CostModel(machine_key(), _index_key(index), encode_ms, first_ms, rescore_us)
+    return CostModel(machine_key(), index_key(index), encode_ms, first_ms, rescore_us)
 
 
-def _index_key(index) -> str:
+def index_key(index) -> str:
     m = index.manifest
     return f"{m.model_fingerprint}:{m.corpus_fingerprint}:{m.index_type}"
 
@@ -150,9 +154,12 @@ def _larger(a: Size, b: Size) -> bool:
 class Planner:
     """Enumerates the plans an index supports and picks one for a budget."""
 
-    def __init__(self, index, costs: CostModel):
+    def __init__(self, index, costs: CostModel, frontier: Frontier | None = None):
         self.index = index
         self.costs = costs
+        self.frontier = frontier
+        self.source = "calibration" if frontier is not None else "cost model"
+        self._warned = False
 
     @classmethod
     def for_searcher(cls, searcher) -> "Planner":
@@ -165,14 +172,14 @@ class Planner:
                 costs = CostModel.from_dict(json.loads(path.read_text()))
             except (json.JSONDecodeError, KeyError, ValueError, TypeError):
                 costs = None
-        if costs is None or costs.machine != machine_key() or costs.index != _index_key(index) \
+        if costs is None or costs.machine != machine_key() or costs.index != index_key(index) \
                 or set(costs.rescore_us) != set(index.sizes):
             costs = measure(searcher)
             try:
                 atomic_write_json(path, costs.to_dict())
             except OSError as e:
                 warnings.warn(f"could not cache the cost model in {path}: {e}")
-        return cls(index, costs)
+        return cls(index, costs, Frontier.load(index.path, machine_key(), index_key(index)))
 
     def candidates(self, k: int) -> list[Plan]:
         """Every plan considered for a budget: exhaustive scans and 1-3 stage cascades."""
@@ -206,6 +213,14 @@ class Planner:
             return max(plans, key=rank)
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
             raise ValueError(f"budget must be a positive number of milliseconds, a Plan or None, not {budget!r}")
+        if self.frontier is not None:
+            plan = self.frontier.choose(budget, k)
+            if plan is not None:
+                self.source = "calibration"
+                return plan
+            self._warn(f"no calibrated plan returns k={k} (calibrated at k={self.frontier.k})")
+        else:
+            self._warn(f"{self.index.path} has no calibration for this machine")
         fits = [p for p in plans if self.costs.predict(p) <= budget]
         if not fits:
             cheapest = min(plans, key=self.costs.predict)
@@ -214,3 +229,22 @@ class Planner:
                 f"({cheapest}: {self.costs.predict(cheapest):.2f} ms predicted)"
             )
         return max(fits, key=rank)
+
+    def _warn(self, why: str) -> None:
+        """Say once that a budget is planned from the cost model alone."""
+        self.source = "cost model"
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"{why}: budgets are planned from the cost model alone "
+                          f"(run starbucks calibrate for measured plans)", stacklevel=4)
+
+    def margin(self, plan: Plan) -> float | None:
+        """The early-stopping margin calibration learnt for ``plan`` (None for one stage: nothing to skip);
+        an error without one."""
+        if len(plan) == 1:
+            return None
+        margin = self.frontier.margin(plan) if self.frontier is not None else None
+        if margin is None:
+            raise ValueError(f"no early-stopping margin for plan {plan}: run starbucks calibrate on this "
+                             f"machine and use a budget or a multi-stage plan from its frontier")
+        return margin

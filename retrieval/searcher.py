@@ -29,6 +29,7 @@ class Result:
     scores: list[float]
     plan: Plan
     timings: dict[str, float]
+    stopped_early: bool = False  # with early_stop: the shortlist was decisive, middle stages were skipped
 
     @property
     def total_ms(self) -> float:
@@ -84,40 +85,63 @@ class Searcher:
             raise ValueError(f"k={k} is more than the {plan.depth} candidates plan {plan} shortlists")
         return plan
 
-    def search(self, query: str, k: int = 10, budget: Plan | str | float | None = None) -> Result:
-        """Top-k for one query. ``budget``: a Plan, a plan string, milliseconds, or None (best plan)."""
-        return self.search_batch([query], k=k, budget=budget)[0]
+    def search(self, query: str, k: int = 10, budget: Plan | str | float | None = None,
+               early_stop: bool = False) -> Result:
+        """Top-k for one query. ``budget``: a Plan, a plan string, milliseconds, or None (best plan).
 
-    def search_batch(self, queries: Sequence[str], k: int = 10, budget: Plan | str | float | None = None) -> list[Result]:
+        ``early_stop``: skip the middle stages and rerank only the top k when the shortlist is
+        decisive, by the margin ``starbucks calibrate`` learnt for the plan (an error without one).
+        """
+        return self.search_batch([query], k=k, budget=budget, early_stop=early_stop)[0]
+
+    def search_batch(self, queries: Sequence[str], k: int = 10, budget: Plan | str | float | None = None,
+                     early_stop: bool = False) -> list[Result]:
         """Top-k for many queries: encoded and shortlisted together, timings amortised per query."""
         if isinstance(queries, str):
             raise TypeError("search_batch takes a list of queries; use search() for one")
         plan = self.resolve(budget, k)
-        n = len(queries)
-        if n == 0:
+        margin = self.planner.margin(plan) if early_stop else None
+        if not queries:
             return []
-        timings: dict[str, float] = {}
         t0 = time.perf_counter()
         vectors = self.encoder.encode_queries(queries, sorted(set(plan.sizes)))
-        t1 = time.perf_counter()
-        timings["encode"] = (t1 - t0) * 1000 / n
+        encode_ms = (time.perf_counter() - t0) * 1000 / len(queries)
+        return self.run(plan, vectors, k, margin, {"encode": encode_ms})
+
+    def run(self, plan: Plan, vectors: dict, k: int, margin: float | None = None,
+            timings: dict[str, float] | None = None) -> list[Result]:
+        """Run a resolved plan from query vectors already encoded (calibration encodes once for every plan).
+
+        With ``margin``, a query whose first-stage ``decisiveness`` reaches it skips the middle
+        stages and only its top k are rescored at the last stage.
+        """
+        timings = dict(timings or {})
         first = plan[0]
+        n = len(vectors[first.size])
+        t = time.perf_counter()
         scores, rows = self.index.search(first.size, vectors[first.size], first.keep)
-        t2 = time.perf_counter()
-        timings[f"shortlist {first.size}"] = (t2 - t1) * 1000 / n
         rankings = [self._valid(scores[i], rows[i]) for i in range(n)]
-        for stage in plan[1:]:
+        timings[f"shortlist {first.size}"] = (time.perf_counter() - t) * 1000 / n
+        stopped = [margin is not None and len(plan) > 1 and decisiveness(r.scores, k) >= margin for r in rankings]
+        for j, stage in enumerate(plan[1:], 1):
+            last = j == len(plan) - 1
             t = time.perf_counter()
-            rankings = [self._rerank(r, stage, vectors[stage.size][i]) for i, r in enumerate(rankings)]
+            for i, ranking in enumerate(rankings):
+                if stopped[i] and not last:
+                    continue
+                if stopped[i]:
+                    ranking = dataclasses.replace(ranking, alive=min(ranking.alive, k))
+                rankings[i] = self._rerank(ranking, stage, vectors[stage.size][i])
             timings[f"rerank {stage.size}"] = (time.perf_counter() - t) * 1000 / n
         results = []
-        for ranking in rankings:
+        for ranking, stop in zip(rankings, stopped):
             head = ranking.order[:k]
             results.append(Result(
                 docids=self.index.docids.lookup(ranking.rows[head]),
                 scores=ranking.scores[head].tolist(),
                 plan=plan,
                 timings=dict(timings),
+                stopped_early=stop,
             ))
         return results
 
@@ -143,3 +167,12 @@ class _Ranking:
     scores: np.ndarray  # each candidate's score at the last stage that scored it
     order: np.ndarray  # positions into rows, best first
     alive: int  # how many at the head of order go on to the next stage
+
+
+def decisiveness(scores: np.ndarray, k: int) -> float:
+    """How clearly a shortlist's top k stand apart: the gap between its k-th and (k+1)-th score
+    over the spread of all its scores, from 0 to 1 (1 when it holds no more than k: nothing to cut)."""
+    if len(scores) <= k:
+        return 1.0
+    spread = float(scores[0] - scores[-1])
+    return float(scores[k - 1] - scores[k]) / spread if spread > 0 else 0.0

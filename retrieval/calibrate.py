@@ -1,0 +1,126 @@
+"""Calibration: measure a grid of plans on real topics, keep the Pareto frontier, learn early stopping.
+
+Every query is encoded once, alone, at every stored size, and the time to encode it up
+to each layer is recorded; each plan then runs from those vectors one query at a time,
+so a plan's latency is its deepest layer's encoding plus its own stages, as a search
+would pay. Effectiveness is scored with ir-measures.
+
+Early stopping: for each multi-stage frontier plan, a query whose shortlist is
+decisive (``searcher.decisiveness`` of its first stage reaches a margin) skips the
+middle stages and has only its top k rescored. The margin is the lowest one at which
+the calibration topics lose at most ``tolerance`` of the plan's effectiveness.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import ir_measures
+import numpy as np
+from tqdm.auto import tqdm
+
+from retrieval.evaluate import depth_for, judged_topics, parse_measures, score
+from retrieval.frontier import Frontier, Point, pareto
+from retrieval.plan import Plan
+from retrieval.planner import index_key, machine_key
+from retrieval.searcher import Searcher, decisiveness
+from starbucks.sizes import Size
+from starbucks.topics import Qrels
+
+
+class Encoded:
+    """Every stored size of every query, and per query the ms to encode it up to each layer."""
+
+    def __init__(self, searcher: Searcher, queries: list[str], progress: bool = True):
+        sizes = searcher.index.sizes
+        layers = sorted({s.layer for s in sizes})
+        self.vectors = {s: np.empty((len(queries), s.dim), dtype=np.float32) for s in sizes}
+        self.encode_ms = {layer: np.empty(len(queries)) for layer in layers}
+        searcher.encoder.encode_queries(queries[:1], sizes)  # warm-up
+        for i, query in enumerate(tqdm(queries, desc="encoding topics", unit="query", disable=not progress, leave=False)):
+            for layer in layers:
+                wanted = sizes if layer == layers[-1] else [s for s in sizes if s.layer == layer]
+                t = time.perf_counter()
+                out = searcher.encoder.encode_queries([query], wanted)
+                self.encode_ms[layer][i] = (time.perf_counter() - t) * 1000
+            for s in sizes:
+                self.vectors[s][i] = out[s][0]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.encode_ms.values())))
+
+    def query(self, i: int, plan: Plan) -> dict[Size, np.ndarray]:
+        return {s: self.vectors[s][i : i + 1] for s in set(plan.sizes)}
+
+
+def run_plan(searcher: Searcher, plan: Plan, encoded: Encoded, qids: list[str], k: int,
+             margin: float | None = None) -> tuple[dict[str, list[str]], float, float]:
+    """Run ``plan`` one query at a time: rankings, mean ms per query (encoding included), stopped fraction."""
+    layer = max(s.layer for s in plan.sizes)
+    rankings, total, stopped = {}, [], 0
+    for i, qid in enumerate(qids):
+        t = time.perf_counter()
+        result = searcher.run(plan, encoded.query(i, plan), k, margin)[0]
+        total.append(encoded.encode_ms[layer][i] + (time.perf_counter() - t) * 1000)
+        rankings[qid] = result.docids
+        stopped += result.stopped_early
+    return rankings, statistics.fmean(total), stopped / len(qids)
+
+
+def measure_plans(searcher: Searcher, plans: list[Plan], encoded: Encoded, qids: list[str], qrels: Qrels,
+                  measure, k: int, progress: bool = True) -> list[Point]:
+    """Each plan's measured latency and effectiveness over the topics."""
+    points = []
+    for plan in tqdm(plans, desc="measuring plans", unit="plan", disable=not progress, leave=False):
+        rankings, ms, _ = run_plan(searcher, plan, encoded, qids, k)
+        points.append(Point(plan, ms, score(rankings, qrels, [measure])[str(measure)]))
+    return points
+
+
+def _per_query(rankings: dict[str, list[str]], qrels: Qrels, measure) -> dict[str, float]:
+    run = {q: {d: float(len(ds) - i) for i, d in enumerate(ds)} for q, ds in rankings.items()}
+    values = {m.query_id: m.value for m in ir_measures.iter_calc([measure], qrels, run)}
+    return {q: values.get(q, 0.0) for q in rankings}
+
+
+def learn_margin(searcher: Searcher, point: Point, encoded: Encoded, qids: list[str], qrels: Qrels,
+                 measure, k: int, tolerance: float) -> Point:
+    """The lowest decisiveness margin losing at most ``tolerance`` of the plan's effectiveness, and its effect."""
+    plan, first = point.plan, point.plan[0]
+    vectors = {s: encoded.vectors[s] for s in set(plan.sizes)}
+    full = _per_query({q: r.docids for q, r in zip(qids, searcher.run(plan, vectors, k))}, qrels, measure)
+    early = _per_query({q: r.docids for q, r in zip(qids, searcher.run(plan, vectors, k, margin=0.0))}, qrels, measure)
+    scores, rows = searcher.index.search(first.size, vectors[first.size], first.keep)
+    decisive = [decisiveness(s[r >= 0], k) for s, r in zip(scores, rows)]
+    allowed = tolerance * statistics.fmean(full.values()) * len(qids)
+    order = sorted(range(len(qids)), key=lambda i: -decisive[i])
+    margin, loss = None, 0.0
+    for j, i in enumerate(order):
+        loss += full[qids[i]] - early[qids[i]]
+        boundary = j + 1 == len(order) or decisive[order[j + 1]] < decisive[i]
+        if boundary and loss <= allowed:
+            margin = decisive[i]  # stop every query at least this decisive
+    rankings, ms, stopped = run_plan(searcher, plan, encoded, qids, k,
+                                     margin if margin is not None else float("inf"))
+    early_effect = {"stopped": stopped, "ms": ms, "effectiveness": score(rankings, qrels, [measure])[str(measure)],
+                    "tolerance": tolerance}
+    return Point(plan, point.ms, point.effectiveness, margin, early_effect)
+
+
+def calibrate(searcher: Searcher, topics: dict[str, str], qrels: Qrels, measure: str = "nDCG@10",
+              tolerance: float = 0.01, topics_name: str = "", progress: bool = True) -> tuple[Frontier, list[Point]]:
+    """Measure every plan the planner considers; the frontier (with early-stopping margins) and every point."""
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be a fraction in [0, 1), not {tolerance!r}")
+    (m,) = parse_measures([measure])
+    topics = judged_topics(topics, qrels)
+    qids = list(topics)
+    k = min(depth_for([m]), len(searcher.index))
+    encoded = Encoded(searcher, [topics[q] for q in qids], progress)
+    plans = searcher.planner.candidates(k)
+    points = measure_plans(searcher, plans, encoded, qids, qrels, m, k, progress)
+    frontier = [learn_margin(searcher, p, encoded, qids, qrels, m, k, tolerance) if len(p.plan) > 1 else p
+                for p in pareto(points)]
+    result = Frontier(machine=machine_key(), index=index_key(searcher.index), measure=str(m), k=k,
+                      topics=topics_name, queries=len(qids), plans_measured=len(plans), points=frontier)
+    return result, points

@@ -1,0 +1,134 @@
+"""The calibrated frontier: plans measured on real topics, kept when no other plan is both cheaper and better.
+
+``starbucks calibrate`` writes it to ``calibration.json`` in the index folder, tied (like
+``costs.json``) to this machine's settings and to the index. The planner then picks, for a
+budget, the most effective measured plan whose measured latency fits.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+
+from indexes.files import atomic_write_json
+from retrieval.plan import Plan, Stage
+
+CALIBRATION = "calibration.json"
+
+
+@dataclasses.dataclass
+class Point:
+    """One measured plan: mean latency per query (encoding included, one query at a time) and effectiveness."""
+
+    plan: Plan
+    ms: float
+    effectiveness: float
+    margin: float | None = None  # early stopping: the decisiveness from which the shortlist is trusted (None: never)
+    early: dict | None = None  # what early stopping measured: stopped fraction, ms, effectiveness
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "plan": str(self.plan)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Point":
+        return cls(**{**d, "plan": Plan.parse(d["plan"])})
+
+
+def pareto(points: list[Point]) -> list[Point]:
+    """The points no other point beats on both latency and effectiveness, cheapest first."""
+    frontier, best = [], float("-inf")
+    for p in sorted(points, key=lambda p: (p.ms, -p.effectiveness)):
+        if p.effectiveness > best:
+            frontier.append(p)
+            best = p.effectiveness
+    return frontier
+
+
+def at_depth(plan: Plan, k: int) -> Plan | None:
+    """The plan returning k: a cascade's last stage keeps k (its cost does not change);
+    None when an earlier stage keeps fewer than k."""
+    if len(plan) == 1:
+        return Plan([Stage(plan[0].size, max(plan[0].keep, k))])
+    if any(s.keep < k for s in plan[:-1]):
+        return None
+    return Plan([*plan[:-1], Stage(plan[-1].size, k)])
+
+
+@dataclasses.dataclass
+class Frontier:
+    machine: str
+    index: str
+    measure: str
+    k: int  # the depth the plans were measured at
+    topics: str
+    queries: int
+    plans_measured: int
+    points: list[Point]  # the Pareto frontier, cheapest first
+
+    def choose(self, budget: float, k: int) -> Plan | None:
+        """The most effective frontier plan measured within ``budget`` ms, returning k; None if none returns k."""
+        usable = [(p, at_depth(p.plan, k)) for p in self.points]
+        usable = [(p, plan) for p, plan in usable if plan is not None]
+        if not usable:
+            return None
+        fits = [(p, plan) for p, plan in usable if p.ms <= budget]
+        if not fits:
+            cheapest, plan = min(usable, key=lambda x: x[0].ms)
+            raise ValueError(f"budget {budget} ms is below the cheapest calibrated plan on this machine "
+                             f"({plan}: {cheapest.ms:.2f} ms measured)")
+        return max(fits, key=lambda x: (x[0].effectiveness, -x[0].ms))[1]
+
+    def margin(self, plan: Plan) -> float | None:
+        """The early-stopping margin learnt for this plan (whatever its last stage keeps): infinite
+        where calibration found stopping never pays; None for a plan it did not learn one for."""
+        for p in self.points:
+            if p.early is not None and len(p.plan) == len(plan) and p.plan[:-1] == plan[:-1] \
+                    and p.plan[-1].size == plan[-1].size:
+                return float("inf") if p.margin is None else p.margin
+        return None
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "points": [p.to_dict() for p in self.points]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Frontier":
+        return cls(**{**d, "points": [Point.from_dict(p) for p in d["points"]]})
+
+    def save(self, folder: Path) -> Path:
+        path = Path(folder) / CALIBRATION
+        atomic_write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, folder: Path, machine: str, index: str) -> "Frontier | None":
+        """The index's calibration if it was measured here on this index; a warning says why one is ignored."""
+        path = Path(folder) / CALIBRATION
+        if not path.is_file():
+            return None
+        try:
+            frontier = cls.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            warnings.warn(f"{path} is unreadable ({e}); ignored: rerun starbucks calibrate", stacklevel=2)
+            return None
+        if frontier.machine != machine or frontier.index != index:
+            warnings.warn(f"{path} was measured on another machine, thread setting or index; ignored: "
+                          f"rerun starbucks calibrate here", stacklevel=2)
+            return None
+        return frontier
+
+
+def format_frontier(frontier: Frontier) -> str:
+    """A markdown table of the frontier, with what early stopping measured where it was learnt."""
+    lines = [f"Calibrated frontier: {frontier.measure} over {frontier.queries} topics of {frontier.topics} "
+             f"({frontier.plans_measured} plans measured, k={frontier.k})", "",
+             f"| plan | ms/query | {frontier.measure} | early-stop margin | stopped | ms/query early | {frontier.measure} early |",
+             "|---|---|---|---|---|---|---|"]
+    for p in frontier.points:
+        e = p.early or {}
+        cells = [str(p.plan), f"{p.ms:.2f}", f"{p.effectiveness:.4f}",
+                 "" if p.margin is None else f"{p.margin:.3f}",
+                 f"{e['stopped']:.0%}" if e else "", f"{e['ms']:.2f}" if e else "",
+                 f"{e['effectiveness']:.4f}" if e else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""Calibration: measured plans, the Pareto frontier on disk, and budgets chosen from it."""
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+
+from retrieval import Plan, Searcher
+from retrieval.calibrate import calibrate
+from retrieval.cli import main
+from retrieval.frontier import CALIBRATION, Frontier, Point, at_depth, pareto
+from retrieval.planner import index_key, machine_key
+from starbucks.sizes import Size
+
+QUERIES = ["coffee roasting", "jazz harmony and chess openings", "volcano eruptions", "deep learning for coral reefs",
+           "railway signals", "ancient rome solar flares", "quantum computing", "sourdough bread",
+           "medieval castles", "tidal energy", "glacier melting", "vaccine trials"]
+FULL = Size(4, 48)
+
+
+def judged(searcher, n_relevant: int = 3):
+    """Topics and qrels that call the full size's top documents relevant, so smaller sizes lose quality."""
+    topics = {f"q{i}": q for i, q in enumerate(QUERIES)}
+    qrels = {}
+    for qid, text in topics.items():
+        q = searcher.encoder.encode_queries([text], [FULL])[FULL][0]
+        top = np.argsort(-(np.asarray(searcher.index.vectors[FULL], dtype=np.float32) @ q), kind="stable")[:n_relevant]
+        qrels[qid] = {searcher.index.docids[int(i)]: 1 for i in top}
+    return topics, qrels
+
+
+@pytest.fixture
+def index_copy(built_index, tmp_path):
+    """A private copy of the shared index, so a calibration written here does not leak into other tests."""
+    folder = tmp_path / "idx"
+    shutil.copytree(built_index, folder)
+    (folder / CALIBRATION).unlink(missing_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def calibrated(built_index, tiny_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cal") / "idx"
+    shutil.copytree(built_index, folder)
+    searcher = Searcher(folder, model=tiny_model)
+    topics, qrels = judged(searcher)
+    frontier, points = calibrate(searcher, topics, qrels, "nDCG@10", topics_name="test", progress=False)
+    frontier.save(folder)
+    return folder, frontier, points, topics, qrels
+
+
+def test_frontier_is_the_pareto_set_of_the_measured_plans(calibrated):
+    folder, frontier, points, _, _ = calibrated
+    assert frontier.k == 10 and frontier.queries == len(QUERIES) and frontier.plans_measured == len(points)
+    assert {str(p.plan) for p in points} >= {f"{s}:200" for s in ("1x8", "2x16", "3x32", "4x48")}
+    assert all(p.ms > 0 and 0 <= p.effectiveness <= 1 for p in points)
+    kept = frontier.points
+    assert [p.ms for p in kept] == sorted(p.ms for p in kept)
+    assert all(a.effectiveness < b.effectiveness for a, b in zip(kept, kept[1:]))
+    on = {str(p.plan) for p in kept}
+    for p in points:  # every measured plan is on the frontier or beaten on both counts by one that is
+        assert str(p.plan) in on or any(f.ms <= p.ms and f.effectiveness >= p.effectiveness for f in kept)
+    # The most effective plan measured is the exhaustive full size (it defines relevance here).
+    assert kept[-1].effectiveness == max(p.effectiveness for p in points) == 1.0
+    saved = json.loads((folder / CALIBRATION).read_text())
+    assert saved["machine"] == machine_key() and Frontier.from_dict(saved) == frontier
+
+
+def test_budget_picks_the_most_effective_calibrated_plan_within_it(calibrated, tiny_model):
+    folder, frontier, *_ = calibrated
+    searcher = Searcher(folder, model=tiny_model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # calibrated: no fallback warning
+        for point in frontier.points:
+            plan = searcher.resolve(point.ms, 10)
+            best = max((p for p in frontier.points if p.ms <= point.ms), key=lambda p: p.effectiveness)
+            assert plan == at_depth(best.plan, 10)
+    assert searcher.planner.source == "calibration"
+    with pytest.raises(ValueError, match="below the cheapest calibrated plan"):
+        searcher.resolve(frontier.points[0].ms / 2, 10)
+
+
+def test_choose_from_a_given_frontier():
+    plans = ["1x8:100,4x48:10", "1x8:500,4x48:10", "2x16:50,3x32:20,4x48:10", "4x48:200"]
+    points = [Point(Plan.parse(p), ms, eff) for p, ms, eff in zip(plans, (1.0, 2.0, 3.0, 9.0), (0.5, 0.6, 0.7, 0.8))]
+    frontier = Frontier("m", "i", "nDCG@10", 10, "t", 5, 4, pareto(points + [Point(Plan.parse("2x16:100,4x48:10"), 2.5, 0.55)]))
+    assert [str(p.plan) for p in frontier.points] == plans
+    assert frontier.choose(2.9, 10) == Plan.parse("1x8:500,4x48:10")
+    assert frontier.choose(100, 10) == Plan.parse("4x48:200")
+    assert frontier.choose(3.0, 30) == Plan.parse("1x8:500,4x48:30")  # the 50-20 cascade cannot return 30
+    with pytest.raises(ValueError, match="4x48:600: 9.00 ms"):  # only the exact scan returns 600
+        frontier.choose(8.0, 600)
+    assert Frontier("m", "i", "nDCG@10", 10, "t", 5, 1, points[:1]).choose(5.0, 300) is None
+    with pytest.raises(ValueError, match="below the cheapest calibrated plan"):
+        frontier.choose(0.5, 10)
+
+
+def test_at_depth():
+    assert at_depth(Plan.parse("1x8:100,4x48:10"), 20) == Plan.parse("1x8:100,4x48:20")
+    assert at_depth(Plan.parse("1x8:100,2x16:50,4x48:10"), 60) is None
+    assert at_depth(Plan.parse("4x48:100"), 10) == Plan.parse("4x48:100")
+    assert at_depth(Plan.parse("4x48:100"), 150) == Plan.parse("4x48:150")
+
+
+def test_without_calibration_the_cost_model_plans_and_says_so_once(index_copy, tiny_model):
+    searcher = Searcher(index_copy, model=tiny_model)
+    with pytest.warns(UserWarning, match="cost model alone"):
+        searcher.search("coffee", k=10, budget=1000.0)
+    assert searcher.planner.source == "cost model"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        searcher.search("coffee", k=10, budget=1000.0)
+
+
+def test_a_calibration_from_elsewhere_is_ignored(calibrated, index_copy, tiny_model):
+    folder, frontier, *_ = calibrated
+    data = frontier.to_dict()
+    data["machine"] = "another machine"
+    (index_copy / CALIBRATION).write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match="another machine"):
+        planner = Searcher(index_copy, model=tiny_model).planner
+    assert planner.frontier is None and planner.source == "cost model"
+    (index_copy / CALIBRATION).write_text("{not json")
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert Searcher(index_copy, model=tiny_model).planner.frontier is None
+    data["machine"] = machine_key()
+    (index_copy / CALIBRATION).write_text(json.dumps(data))
+    assert data["index"] == index_key(Searcher(index_copy, model=tiny_model).index)
+    assert Searcher(index_copy, model=tiny_model).planner.frontier == frontier
+
+
+def test_calibrate_command(index_copy, tiny_model_dir, tiny_model, tmp_path, capsys):
+    searcher = Searcher(index_copy, model=tiny_model)
+    topics, qrels = judged(searcher)
+    (tmp_path / "topics.tsv").write_text("".join(f"{q}\t{t}\n" for q, t in topics.items()))
+    (tmp_path / "qrels.txt").write_text("".join(f"{q} 0 {d} {r}\n" for q, ds in qrels.items() for d, r in ds.items()))
+    args = ["-q", "calibrate", str(index_copy), "--topics", str(tmp_path / "topics.tsv"),
+            "--qrels", str(tmp_path / "qrels.txt"), "--model", str(tiny_model_dir)]
+    assert main(args + ["--tolerance", "1.5"]) == 2
+    assert "tolerance" in capsys.readouterr().err
+    assert main(args + ["--measure", "nDCG@nope"]) == 2
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Calibrated frontier: nDCG@10" in out and (index_copy / CALIBRATION).is_file()
