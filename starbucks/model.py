@@ -71,6 +71,8 @@ class StarbucksModel(nn.Module):
         )
         model = cls(backbone, tokenizer, config, name=source)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.device(device).type == "cpu" and backbone.dtype != torch.float32:
+            backbone.float()  # half-precision weights (as shipped) compute in float32 on CPU
         return model.to(device).eval()
 
     def save(self, folder: str | Path) -> None:

@@ -130,6 +130,8 @@ def test_float16_output(train_model_dir, groups_file, tmp_path):
     from safetensors import safe_open
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    # half-precision weights compute in float32 on CPU
+    assert next(StarbucksModel.load(out, device="cpu").backbone.parameters()).dtype == torch.float32
 
 
 def test_2dmse_run_samples_different_sizes_across_steps(train_model_dir, groups_file, tmp_path):
