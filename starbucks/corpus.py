@@ -80,9 +80,10 @@ def count_docs(spec: str | Path) -> int | None:
     """The number of documents, cheaply where possible (for progress bars)."""
     source = resolve_corpus(spec)
     if isinstance(source, str):
-        try:
-            return _irds(source[len(IRDS_PREFIX):]).docs_count()
-        except Exception:
+        dataset = _irds(source[len(IRDS_PREFIX):])
+        try:  # known once ir_datasets has built its docstore, or from its published metadata
+            return dataset.docs_count() or dataset.docs_metadata().get("count")
+        except (AttributeError, KeyError, NotImplementedError, OSError):
             return None
     with open_text(source) as f:
         return sum(1 for line in f if line.strip())

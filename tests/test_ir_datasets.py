@@ -4,7 +4,7 @@ import pytest
 from ir_datasets.formats import TrecQrels, TsvDocs, TsvQueries
 from ir_datasets.util import LocalDownload
 
-from starbucks.corpus import count_docs, iter_corpus
+from starbucks.corpus import iter_corpus
 from starbucks.errors import InputError
 from starbucks.topics import read_qrels, read_topics
 
@@ -28,9 +28,16 @@ def local_dataset(tmp_path_factory):
 def test_corpus_topics_and_qrels_stream_from_ir_datasets(local_dataset):
     assert [(d.docid, d.text) for d in iter_corpus(local_dataset)] == [
         ("p1", "first passage"), ("p2", "second passage"), ("p3", "third")]
-    assert count_docs(local_dataset) == 3
     assert read_topics(local_dataset) == {"q1": "first query", "q2": "second query"}
     assert read_qrels(local_dataset) == {"q1": {"p1": 1}, "q2": {"p3": 2}}
+
+
+def test_index_builds_straight_from_an_ir_datasets_id(local_dataset, tiny_model, tmp_path):
+    from indexes import Index, build_index
+
+    out = build_index(local_dataset, tmp_path / "idx", model=tiny_model, shortlist="1x8", rerank="4x48", progress=False)
+    index = Index(out)
+    assert list(index.docids) == ["p1", "p2", "p3"] and index.manifest.corpus == local_dataset
 
 
 def test_unknown_ir_datasets_id_is_a_clear_error():
