@@ -135,3 +135,13 @@ def test_hugging_face_without_the_datasets_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(InputError, match="pip install datasets"):
         load_groups(["hf:Tevatron/msmarco-passage"], group_size=2)
+
+
+def test_every_shipped_config_parses():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("*.json"))
+    assert configs
+    for path in configs:
+        cfg = TrainConfig.load(path)
+        assert cfg.output.startswith("runs/"), path  # scratch output stays out of the repository

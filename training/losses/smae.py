@@ -97,16 +97,17 @@ class SMAEObjective(nn.Module):
         pooled = model.pool(hidden, mask, self.sizes, normalize=False)
         embedded = model.backbone.embeddings(input_ids=batch.decoder_ids)
         additive = (1.0 - mask[:, None, None, :].to(embedded.dtype)) * torch.finfo(embedded.dtype).min
+        # Vocabulary logits only where there is something to predict: the masked positions.
+        enc_at, dec_at = batch.encoder_labels != IGNORE, batch.decoder_labels != IGNORE
         losses = {}
         for size in self.sizes:
-            mlm_logits = self.head(hidden[size.layer][:, :, : size.dim])
-            mlm = F.cross_entropy(mlm_logits.flatten(0, 1).float(), batch.encoder_labels.flatten(), ignore_index=IGNORE)
+            mlm_logits = self.head(hidden[size.layer][enc_at][:, : size.dim])
+            mlm = F.cross_entropy(mlm_logits.float(), batch.encoder_labels[enc_at])
             first = self.head.transform(pooled[size]).unsqueeze(1)
             decoded = self.decoder(torch.cat([first, embedded[:, 1:]], dim=1), attention_mask=additive)
             if isinstance(decoded, tuple):
                 decoded = decoded[0]
-            mae_logits = self.head(decoded)
-            mae = F.cross_entropy(mae_logits.flatten(0, 1).float(), batch.decoder_labels.flatten(), ignore_index=IGNORE)
+            mae = F.cross_entropy(self.head(decoded[dec_at]).float(), batch.decoder_labels[dec_at])
             losses[str(size)] = (mlm + mae) / 2 / len(self.sizes)
         return losses
 
