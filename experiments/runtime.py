@@ -1,0 +1,24 @@
+"""What every benchmark does first: limit threads, quiet transformers; and the machine it ran on."""
+from __future__ import annotations
+
+import os
+import platform
+
+
+def setup(threads: int | None) -> None:
+    """Limit torch, FAISS and child processes (OMP_NUM_THREADS) to ``threads``; None keeps every core."""
+    import faiss
+    import torch
+    import transformers
+
+    if threads:
+        torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    transformers.logging.set_verbosity_error()
+
+
+def machine(threads: int | None) -> dict:
+    """Platform, cores, threads used and the load average now (other work on the machine shows there)."""
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": threads,
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
