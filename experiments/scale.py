@@ -36,7 +36,7 @@ from experiments import baselines, runtime
 from experiments.datasets import ROOT
 from experiments.synthetic import Generator, write_index
 from indexes import Index
-from retrieval import Plan, Searcher
+from retrieval import Plan, Searcher, Stage
 from retrieval.calibrate import Encoded, measure_plans
 from retrieval.evaluate import parse_measures
 from retrieval.planner import Planner
@@ -47,6 +47,7 @@ HERE = Path(__file__).resolve().parent
 K = 10
 TARGET = 0.99
 BATCH = 32
+DEEP_KEEPS = (5000, 10000, 20000, 50000)
 
 
 def truth(index: Index, vectors: np.ndarray, qids: list[str]) -> dict[str, dict[str, int]]:
@@ -56,8 +57,16 @@ def truth(index: Index, vectors: np.ndarray, qids: list[str]) -> dict[str, dict[
 
 
 def grid(searcher: Searcher, encoded: Encoded, qids: list[str], qrels) -> list:
-    """Recall@10 and ms (encoding included) of every cascade the planner considers."""
-    plans = [p for p in Planner(searcher.index, None).candidates(K) if len(p) > 1]
+    """Recall@10 and ms (encoding included) of every cascade the planner considers, and of deeper
+    shortlists (a fixed depth is a smaller share of a larger corpus)."""
+    index = searcher.index
+    full, n = index.sizes[-1], len(index)
+    plans = [p for p in Planner(index, None).candidates(K) if len(p) > 1]
+    for first in index.manifest.shortlist:
+        for keep in (k for k in DEEP_KEEPS if k < n):
+            plans.append(Plan([Stage(first, keep), Stage(full, K)]))
+            plans += [Plan([Stage(first, keep), Stage(mid, m), Stage(full, K)]) for mid in index.sizes
+                      if first < mid < full and mid.layer >= first.layer and mid.dim >= first.dim for m in (1000, 2000)]
     (recall,) = parse_measures([f"R@{K}"])
     return measure_plans(searcher, plans, encoded, qids, qrels, recall, K)
 
