@@ -47,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 K = 10
 TARGET = 0.99
 BATCH = 32
-DEEP_KEEPS = (5000, 10000, 20000, 50000)
+DEEP_KEEPS = (5000, 10000, 20000, 50000, 100000, 200000)
 
 
 def truth(index: Index, vectors: np.ndarray, qids: list[str]) -> dict[str, dict[str, int]]:
@@ -101,7 +101,8 @@ def faiss_system(index, queries: np.ndarray, truth_rows: list[set], n: int, note
                     baselines.ram_bytes(index) / n, note)
 
 
-def systems(searcher: Searcher, plan: Plan, vectors: dict, truth_rows: list[set], scan_queries: int) -> dict:
+def systems(searcher: Searcher, plan: Plan, vectors: dict, truth_rows: list[set], scan_queries: int,
+            graph_baselines: list[str]) -> dict:
     """Every system timed from query vectors, one at a time and in batches, with the bytes per document it holds in RAM."""
     import faiss
 
@@ -119,7 +120,7 @@ def systems(searcher: Searcher, plan: Plan, vectors: dict, truth_rows: list[set]
     out["exhaustive, float16 memory-mapped scan"] = measured(
         lambda sl: index.scan(full, vectors[full][sl], K)[1], min(count, scan_queries), truth_rows, full.dim * 2,
         "Index.scan: every stored full-size vector read per query (from the page cache)")
-    for build in (baselines.hnsw, baselines.ivfpq_refine):
+    for build in (getattr(baselines, name) for name in graph_baselines):
         t = time.perf_counter()
         built = build(full_vectors)
         note = f"built in {time.perf_counter() - t:.0f} s"
@@ -145,6 +146,14 @@ def realism(real: Index, generator: Generator, model, topics: dict, scratch: Pat
             "max |real - synthetic|": max(diffs)}
 
 
+def profile(searcher: Searcher, plan: Plan, encoded: Encoded) -> dict[str, float]:
+    """Where one query's time goes in ``plan``: encoding (its deepest layer) and each stage, mean ms."""
+    timings = [searcher.run(plan, encoded.query(i, plan), K)[0].timings for i in range(len(encoded))]
+    layer = max(s.layer for s in plan.sizes)
+    return {"encode": float(np.mean(encoded.encode_ms[layer])),
+            **{stage: statistics.fmean(t[stage] for t in timings) for stage in timings[0]}}
+
+
 def run_size(n: int, generator: Generator, real: Index, model, topics: dict, shortlist, args) -> dict:
     folder = args.scratch / f"synthetic-{n}"
     shutil.rmtree(folder, ignore_errors=True)
@@ -165,7 +174,8 @@ def run_size(n: int, generator: Generator, real: Index, model, topics: dict, sho
             f.stat().st_size for f in folder.rglob("*") if f.is_file()) / n,
         "encode_ms": {str(layer): statistics.fmean(ms) for layer, ms in encoded.encode_ms.items()},
         "cascade_grid": [p.to_dict() for p in points], "chosen": str(chosen.plan),
-        "systems": systems(searcher, chosen.plan, encoded.vectors, truth_rows, args.scan_queries),
+        "chosen_profile_ms": profile(searcher, chosen.plan, encoded),
+        "systems": systems(searcher, chosen.plan, encoded.vectors, truth_rows, args.scan_queries, args.baselines),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if not args.keep:
@@ -194,6 +204,9 @@ def main() -> None:
     p.add_argument("--clusters", type=int, nargs="+", default=[64, 256, 1024],
                    help="generator mixture sizes to check; the one whose recall agrees best is used (default: %(default)s)")
     p.add_argument("--shortlist", default="6x32", help="sizes given a FAISS index in the synthetic indexes (default: %(default)s)")
+    p.add_argument("--baselines", nargs="*", default=["hnsw", "ivfpq_refine"], choices=["hnsw", "ivfpq_refine"],
+                   help="FAISS baselines to build over full-size vectors (default: both; building HNSW over 1M "
+                        "vectors takes about half an hour on one thread)")
     p.add_argument("--threads", type=int, help="torch and FAISS threads (default: all cores)")
     p.add_argument("--scratch", type=Path, default=ROOT / "experiments" / "indexes" / "scale", help="where synthetic indexes go")
     p.add_argument("--keep", action="store_true", help="keep the synthetic indexes")
@@ -236,7 +249,10 @@ def main() -> None:
             f"Generator ({result['realism']['chosen_components']} components) check on {len(real):,} real documents: "
             f"mean |real - synthetic| cascade recall@10 "
             f"{result['realism']['mean |real - synthetic|']:.4f} (max {result['realism']['max |real - synthetic|']:.4f}) "
-            f"over {len(result['realism']['recall@10']['real'])} cascades.", "", text, ""]))
+            f"over {len(result['realism']['recall@10']['real'])} cascades.", "", text, "",
+            *(f"Where the time of {size['chosen']} goes at {size['documents']:,} documents (ms/query): "
+              f"{json.dumps({k: round(v, 2) for k, v in size['chosen_profile_ms'].items()})}; "
+              f"encoding a query: {json.dumps(size['encode_ms'])} ms." for size in result["sizes"]), ""]))
 
 
 if __name__ == "__main__":
