@@ -30,7 +30,6 @@ import platform
 import statistics
 import time
 import warnings
-from itertools import combinations
 
 import numpy as np
 
