@@ -143,3 +143,7 @@ def test_calibrate_command(index_copy, tiny_model_dir, tiny_model, tmp_path, cap
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "Calibrated frontier: nDCG@10" in out and (index_copy / CALIBRATION).is_file()
+    search = ["search", str(index_copy), "coffee", "--model", str(tiny_model_dir), "--early-stop"]
+    assert main(search + ["--budget", "1000"]) == 0  # a frontier plan: its margin, or one stage
+    assert main(search + ["--plan", "1x8:77,2x16:33,4x48:10"]) == 2  # not calibrated
+    assert "no early-stopping margin" in capsys.readouterr().err
