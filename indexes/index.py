@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from indexes.docids import DocidTable
 from indexes.files import file_digest
@@ -85,8 +86,7 @@ class Index:
         best_s = np.full((len(queries), 0), -np.inf, dtype=np.float32)
         best_i = np.zeros((len(queries), 0), dtype=np.int64)
         for start in range(0, len(matrix), SCAN_BLOCK):
-            block = np.asarray(matrix[start : start + SCAN_BLOCK], dtype=np.float32)
-            scores = queries @ block.T
+            scores = _dot(np.array(matrix[start : start + SCAN_BLOCK]), queries)
             kk = min(k, scores.shape[1])
             top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
             cand_s = np.concatenate([best_s, np.take_along_axis(scores, top, 1)], axis=1)
@@ -99,7 +99,12 @@ class Index:
         """Scores of one query against the given rows at ``size`` (reads only those rows)."""
         self.require(size)
         order = np.argsort(rows, kind="stable")
-        gathered = np.asarray(self.vectors[size][rows[order]], dtype=np.float32)
         scores = np.empty(len(rows), dtype=np.float32)
-        scores[order] = gathered @ np.asarray(query, dtype=np.float32)
+        scores[order] = _dot(self.vectors[size][rows[order]], np.asarray(query, dtype=np.float32)[None])[0]
         return scores
+
+
+def _dot(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Queries (float32) against float16 rows; torch widens float16 several times faster than numpy."""
+    wide = torch.from_numpy(rows).float()
+    return (torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)) @ wide.T).numpy()
