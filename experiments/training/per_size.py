@@ -18,20 +18,15 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from experiments.datasets import COLLECTIONS as DATASETS, DATA
 from starbucks.corpus import iter_corpus
 from starbucks.encoder import Encoder
 from starbucks.model import StarbucksModel
 from starbucks.sizes import Size, diagonal
 from starbucks.topics import read_qrels, read_topics
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-# name: (corpus, queries, qrels)
-COLLECTIONS = {
-    "scifact": ("scifact", "scifact/queries.jsonl", "scifact/qrels/test.tsv"),
-    "nfcorpus": ("nfcorpus", "nfcorpus/queries.jsonl", "nfcorpus/qrels/dev.tsv"),
-    "dl19": ("msmarco-passage/dl19/corpus.jsonl", "msmarco-passage/dl19/queries.jsonl",
-             "msmarco-passage/dl19/qrels/test.tsv"),
-}
+# Names used in the results files -> collections of experiments.datasets.
+COLLECTIONS = {"scifact": "scifact", "nfcorpus": "nfcorpus-dev", "dl19": "dl19-pool"}
 STS = ("stsb", "sickr")
 
 
@@ -42,10 +37,10 @@ def eval_sizes(model: StarbucksModel) -> list[Size]:
 
 
 def retrieval(encoder: Encoder, name: str, sizes: list[Size], passage_max_length: int | None) -> dict[str, float]:
-    corpus_path, queries_path, qrels_path = COLLECTIONS[name]
-    docs = list(iter_corpus(DATA / corpus_path))
-    qrels = read_qrels(DATA / qrels_path)
-    topics = {q: t for q, t in read_topics(DATA / queries_path).items() if q in qrels}
+    collection = DATASETS[COLLECTIONS[name]]
+    docs = list(iter_corpus(collection.corpus))
+    qrels = read_qrels(collection.qrels)
+    topics = {q: t for q, t in read_topics(collection.topics).items() if q in qrels}
     ids = [d.docid for d in docs]
     if passage_max_length:
         import dataclasses
