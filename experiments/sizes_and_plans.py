@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from experiments import runtime
 from experiments.datasets import COLLECTIONS, ROOT
 from retrieval import Plan, Searcher
 from retrieval.bm25 import BM25
@@ -67,7 +67,8 @@ def run(name: str, args) -> dict:
     index_dir = args.indexes / f"{name}-{args.tag}"
     indexing = build(name, c.corpus, index_dir, args.model, args.index_args)
     searcher = Searcher(index_dir)
-    topics, qrels = judged_topics(read_topics(c.topics), read_qrels(c.qrels)), read_qrels(c.qrels)
+    qrels = read_qrels(c.qrels)
+    topics = judged_topics(read_topics(c.topics), qrels)
     measures = parse_measures(args.measures)
     plans = size_plans(searcher, 1000) + cascades(searcher)
     rows = []
@@ -104,20 +105,11 @@ def main() -> None:
     p.add_argument("--indexes", type=Path, default=ROOT / "experiments" / "indexes", help="where indexes are kept")
     p.add_argument("--out", type=Path, default=HERE / "results" / "sizes_and_plans")
     args = p.parse_args()
-    if args.threads:
-        import faiss
-        import torch
-
-        torch.set_num_threads(args.threads)
-        faiss.omp_set_num_threads(args.threads)
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the indexing child
-    import transformers
-
-    transformers.logging.set_verbosity_error()
+    runtime.setup(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     results = {
         "command": "python -m experiments.sizes_and_plans " + " ".join(sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads},
+        "machine": runtime.machine(args.threads),
         "collections": [],
     }
     for name in args.datasets:

@@ -19,7 +19,7 @@ import ir_measures
 import numpy as np
 from tqdm.auto import tqdm
 
-from retrieval.evaluate import depth_for, judged_topics, parse_measures, score
+from retrieval.evaluate import depth_for, judged_topics, parse_measures, score, to_run
 from retrieval.frontier import Frontier, Point, pareto
 from retrieval.plan import Plan
 from retrieval.planner import index_key, machine_key
@@ -78,8 +78,7 @@ def measure_plans(searcher: Searcher, plans: list[Plan], encoded: Encoded, qids:
 
 
 def _per_query(rankings: dict[str, list[str]], qrels: Qrels, measure) -> dict[str, float]:
-    run = {q: {d: float(len(ds) - i) for i, d in enumerate(ds)} for q, ds in rankings.items()}
-    values = {m.query_id: m.value for m in ir_measures.iter_calc([measure], qrels, run)}
+    values = {m.query_id: m.value for m in ir_measures.iter_calc([measure], qrels, to_run(rankings))}
     return {q: values.get(q, 0.0) for q in rankings}
 
 

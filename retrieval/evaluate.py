@@ -42,10 +42,14 @@ def judged_topics(topics: dict[str, str], qrels: Qrels) -> dict[str, str]:
     return judged
 
 
+def to_run(rankings: Rankings) -> dict[str, dict[str, float]]:
+    """A run for ir-measures with rank-based scores, so ties cannot reorder a ranking."""
+    return {q: {d: float(len(ds) - i) for i, d in enumerate(ds)} for q, ds in rankings.items()}
+
+
 def score(rankings: Rankings, qrels: Qrels, measures) -> dict[str, float]:
-    """Aggregate measures; scores are rank-based so ties cannot reorder a ranking."""
-    run = {q: {d: float(len(ds) - i) for i, d in enumerate(ds)} for q, ds in rankings.items()}
-    values = ir_measures.calc_aggregate(measures, qrels, run)
+    """Measures aggregated over the ranked topics."""
+    values = ir_measures.calc_aggregate(measures, qrels, to_run(rankings))
     return {str(m): float(values.get(m, 0.0)) for m in measures}
 
 
