@@ -6,6 +6,7 @@ import random
 import pytest
 
 from starbucks.errors import InputError
+from starbucks.topics import read_qrels
 from training.cli import add_parsers
 from training.data import read_groups
 from training.mining import bm25_rankings, pick_negatives
@@ -64,6 +65,28 @@ def test_build_train_data_mines_hard_negatives(beir, tmp_path):
         # from the top 3 ranks, the relevant passage left out: the same topic's unjudged ones
         assert sorted(negs) == [f"d{i}-1", f"d{i}-2"]
     assert len(read_groups(out)) == len(TOPICS)
+
+
+def test_holdout_queries_stay_out_of_the_training_file(beir, tmp_path):
+    def build(out):
+        cli("build-train-data", "--corpus", str(beir), "--queries", str(beir / "queries.jsonl"),
+            "--qrels", str(beir / "qrels" / "train.tsv"), "--out", str(out), "--holdout", "2")
+        return {json.loads(line)["query_id"] for line in out.read_text().splitlines()}
+
+    trained = build(tmp_path / "a" / "train.jsonl")
+    held = read_qrels(tmp_path / "a" / "train.holdout.tsv")
+    assert len(held) == 2 and len(trained) == len(TOPICS) - 2
+    assert not trained & set(held) and trained | set(held) == {f"q{i}" for i in range(len(TOPICS))}
+    assert held == {q: {f"d{q[1:]}-0": 1} for q in held}  # the judgements themselves, unchanged
+    assert build(tmp_path / "b" / "train.jsonl") == trained  # the same split for the same seed
+
+
+def test_holdout_of_every_query_is_an_error(beir, tmp_path):
+    with pytest.raises(InputError, match="--holdout must be between 1 and"):
+        cli("build-train-data", "--corpus", str(beir), "--queries", str(beir / "queries.jsonl"),
+            "--qrels", str(beir / "qrels" / "train.tsv"), "--out", str(tmp_path / "x.jsonl"),
+            "--holdout", str(len(TOPICS)))
+    assert not (tmp_path / "x.jsonl").exists()
 
 
 def test_build_train_data_rejects_qrels_for_unknown_documents(beir, tmp_path):

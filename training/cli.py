@@ -1,4 +1,4 @@
-"""``starbucks train`` and ``starbucks build-train-data``: thin layers over the library."""
+"""``starbucks train``, ``build-train-data`` and ``merge``: thin layers over the library."""
 from __future__ import annotations
 
 import argparse
@@ -37,9 +37,26 @@ def add_parsers(subparsers) -> None:
     b.add_argument("--num-negatives", type=int, default=30, help="negatives kept per query (default 30)")
     b.add_argument("--skip-top", type=int, default=0, help="ignore the top ranks (likely unjudged positives)")
     b.add_argument("--min-relevance", type=int, default=1, help="lowest grade counted as positive (default 1)")
+    b.add_argument("--holdout", type=int, default=0, metavar="N",
+                   help="keep N judged queries out of the training file and write their qrels to "
+                        "NAME.holdout.tsv beside it, for validation")
     b.add_argument("--seed", type=int, default=42)
     b.add_argument("--threads", type=int, default=1, help="BM25 retrieval threads")
     b.set_defaults(func=run_build_train_data)
+
+    m = subparsers.add_parser(
+        "merge", help="mix a trained model's weights with its base model's (WiSE-FT)",
+        description="Average a trained run's weights with its base model's. A small collection's fine-tuning "
+                    "makes the sub-sizes usable but can cost the full size some generality; the mix keeps most "
+                    "of the first and gives back most of the second.",
+    )
+    m.add_argument("run", help="a trained model folder (its train_config.json names the base model)")
+    m.add_argument("--out", required=True, help="new model folder")
+    m.add_argument("--base", help="the base model (default: the one the run started from)")
+    m.add_argument("--base-weight", type=float, default=0.5, help="share of the base model's weights (default 0.5)")
+    m.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float16",
+                   help="saved weight type (default float16)")
+    m.set_defaults(func=run_merge)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -58,14 +75,22 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_merge(args: argparse.Namespace) -> int:
+    from training.merge import merge_folders
+
+    out = merge_folders(args.run, args.out, args.base, args.base_weight, args.dtype)
+    print(f"merged model written to {out}")
+    return 0
+
+
 def run_build_train_data(args: argparse.Namespace) -> int:
     from training.build_data import build_pseudo_data, build_train_data
 
     common = dict(negatives=args.negatives, model=args.model, depth=args.depth,
                   num_negatives=args.num_negatives, skip_top=args.skip_top, seed=args.seed, threads=args.threads)
     if args.pseudo is not None:
-        if args.queries or args.qrels:
-            raise SystemExit("build-train-data: --pseudo takes no --queries/--qrels")
+        if args.queries or args.qrels or args.holdout:
+            raise SystemExit("build-train-data: --pseudo takes no --queries/--qrels/--holdout")
         if args.pseudo < 1:
             raise SystemExit("build-train-data: --pseudo needs a positive passage count")
         n = build_pseudo_data(args.corpus, args.out, args.pseudo, **common)
@@ -73,6 +98,10 @@ def run_build_train_data(args: argparse.Namespace) -> int:
         if not (args.queries and args.qrels):
             raise SystemExit("build-train-data: give --queries and --qrels, or --pseudo N for label-free data")
         n = build_train_data(args.corpus, args.queries, args.qrels, args.out,
-                             min_relevance=args.min_relevance, **common)
+                             min_relevance=args.min_relevance, holdout=args.holdout, **common)
     print(f"wrote {n} training records to {args.out}")
+    if args.holdout:
+        from training.build_data import holdout_path
+
+        print(f"held-out judgements of {args.holdout} queries in {holdout_path(args.out)}")
     return 0
