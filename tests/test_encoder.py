@@ -121,3 +121,13 @@ def test_shallow_pass_first_does_not_disturb_a_full_pass(tmp_path):
     full = enc.encode_passages(TEXTS, [Size(4, 48), Size(2, 16)])
     np.testing.assert_allclose(full[Size(4, 48)], direct(model, TEXTS, 4, 48, 48, "cls"), atol=1e-5)
     np.testing.assert_allclose(full[Size(2, 16)], direct(model, TEXTS, 2, 16, 48, "cls"), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"])
+def test_the_base_models_name_loads_its_offline_copy(name):
+    from starbucks.model import base_model_path, resolve_model_path
+
+    assert resolve_model_path(name) == str(base_model_path())
+    assert resolve_model_path("some/other-model") == "some/other-model"
+    model = StarbucksModel.load(name, device="cpu")
+    assert (model.num_layers, model.hidden_size, model.config.pooling) == (6, 384, "mean")

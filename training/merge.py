@@ -15,7 +15,6 @@ import torch
 
 from starbucks.errors import InputError
 from starbucks.model import StarbucksModel
-from training.config import resolve_model_path
 from training.loop import save_model
 
 
@@ -51,7 +50,7 @@ def merge_folders(run: str | Path, out: str | Path, base: str | None = None, bas
     if out.exists():
         raise InputError("output folder exists; remove it or pick another", out)
     tuned = StarbucksModel.load(run, device="cpu")
-    reference = StarbucksModel.load(resolve_model_path(base or base_of(run)), device="cpu")
+    reference = StarbucksModel.load(base or base_of(run), device="cpu")
     merge_with_base(tuned, reference, base_weight)
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)

@@ -7,7 +7,7 @@ from torch import nn
 
 from starbucks.model import StarbucksModel
 from starbucks.sizes import Size
-from training.config import TrainConfig, resolve_model_path
+from training.config import TrainConfig
 from training.data import RetrievalBatches, load_groups
 from training.setup import configured_sizes, temperature
 
@@ -17,8 +17,7 @@ def _teacher(cfg: TrainConfig, model: StarbucksModel, device):
 
     if not cfg.teacher:
         return None
-    path = resolve_model_path(cfg.model if cfg.teacher == "base" else cfg.teacher)
-    teacher = StarbucksModel.load(path, device=str(device))
+    teacher = StarbucksModel.load(cfg.model if cfg.teacher == "base" else cfg.teacher, device=str(device))
     if teacher.tokenizer.get_vocab() != model.tokenizer.get_vocab():
         raise ValueError("the teacher must share the student's tokenizer")
     return Teacher(teacher, temperature(cfg, teacher))

@@ -9,7 +9,7 @@ from starbucks.config import ModelConfig
 from starbucks.errors import InputError
 from starbucks.model import StarbucksModel
 from starbucks.sizes import Size, diagonal, parse_sizes
-from training.config import TrainConfig, resolve_model_path
+from training.config import TrainConfig
 from training.losses.mrl import mrl_sizes
 
 
@@ -46,7 +46,7 @@ def load_student(cfg: TrainConfig, checkpoint: Path | None = None, device: str |
     """The base model (or a checkpoint's), ready to train under the config's settings."""
     if checkpoint is not None:
         return StarbucksModel.load(checkpoint / "model", device=device)
-    model = StarbucksModel.load(resolve_model_path(cfg.model), device=device)
+    model = StarbucksModel.load(cfg.model, device=device)
     sizes = trained_sizes(cfg, model)
     settings = model.config.to_dict()
     settings.update(cfg.model_settings)
