@@ -1,4 +1,6 @@
 """The benchmark scripts' own logic: which row a summary picks, baselines that search, full-collection commands."""
+import json
+
 import numpy as np
 
 from experiments import baselines
@@ -44,3 +46,29 @@ def test_full_collection_commands():
     argv = command("dl19", "some/model", 4, "t")
     assert argv[:2] == ["--datasets", "dl19"] and "--model" in argv and argv[argv.index("--index-args") + 1] == "--batch-size"
     assert "--index-args" not in command("scifact", None, None, "t")
+
+
+def test_default_model_selection_keeps_the_most_trained_mix_that_matches_the_base_at_full_size(tmp_path, monkeypatch):
+    from experiments.training import default_model
+    from training.config import TrainConfig
+
+    full = {"base": 0.50, "mix 0": 0.49, "mix 0.25": 0.51, "mix 0.5": 0.52}  # held-out full-size nDCG@10
+    mixes = {}
+
+    def merge(run, out, base_weight, dtype):
+        (out / "config.json").parent.mkdir(parents=True)
+        (out / "config.json").write_text("{}")
+        mixes[str(out)] = f"mix {base_weight:g}"
+
+    def evaluate(path, names, collections):
+        key = mixes.get(str(path), "base")
+        return {"sizes": ["1x16", "6x384"], "scores": {n: {"1x16": 0.1, "6x384": full[key]} for n in names}}
+
+    monkeypatch.setattr(default_model, "SELECTION", tmp_path / "selection.json")
+    monkeypatch.setattr(default_model, "RESULTS", tmp_path)
+    monkeypatch.setattr(default_model, "merge_folders", merge)
+    monkeypatch.setattr(default_model, "evaluate", evaluate)
+    cfg = TrainConfig(model="all-MiniLM-L6-v2", output=str(tmp_path / "run"), train_files=["x.jsonl"], max_steps=1)
+    assert default_model.stage_select(cfg) == 0.25
+    assert set(json.loads((tmp_path / "selection.json").read_text())["candidates"]) == {"base", "mix 0", "mix 0.25"}
+    assert "chosen base share: 0.25" in (tmp_path / "default-model-selection.md").read_text()

@@ -1,10 +1,11 @@
 """The paper's comparison on this machine: one data set, step count and seed for every method.
 
 Trains each method from ``experiments/configs/compare-<method>.json`` (skipped when its
-output already exists), evaluates every size, and writes ``results/compare/<method>.json``
-plus the table ``results/compare.md``.
+output already exists; a config whose base model is another compare run's output trains
+that one first, as SMAE pre-training before SMAE+SRL), evaluates every size, and writes
+``results/compare/<method>.json`` plus the table ``results/compare.md``.
 
-    OMP_NUM_THREADS=1 python -m experiments.training.compare --datasets scifact stsb
+    OMP_NUM_THREADS=1 python -m experiments.training.compare --datasets scifact nfcorpus dl19 stsb sickr
 """
 from __future__ import annotations
 
@@ -15,33 +16,50 @@ from pathlib import Path
 import torch
 
 from experiments.training.per_size import evaluate
-from starbucks.model import StarbucksModel
+from starbucks.model import BASE_MODEL_NAME, StarbucksModel
 from starbucks.sizes import Size, diagonal
-from training.config import TrainConfig, resolve_model_path
-from training.loop import train
+from training.config import TrainConfig
+from training.loop import CONFIG_COPY, train
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE.parent / "configs"
 RESULTS = HERE / "results" / "compare"
-METHODS = ["base", "full", "mrl", "2dmse", "srl", "separate-2x32", "separate-4x128"]
+SEPARATE = ["1x16", "2x32", "3x64", "4x128", "5x256"]
+METHODS = ["base", "full", "mrl", "2dmse", "srl", "smae-srl"] + [f"separate-{s}" for s in SEPARATE]
 LABELS = {"base": "base model, truncated", "full": "full-size fine-tune, truncated", "mrl": "MRL (last layer)",
-          "2dmse": "2DMSE", "srl": "Starbucks SRL", "separate-2x32": "separate 2x32",
-          "separate-4x128": "separate 4x128"}
+          "2dmse": "2DMSE", "srl": "Starbucks SRL", "smae-srl": "Starbucks SMAE + SRL",
+          **{f"separate-{s}": f"separate {s}" for s in SEPARATE}}
+
+
+def trained(name: str) -> TrainConfig:
+    """The config ``compare-<name>.json``, its run trained (after the run it starts from, if any)."""
+    cfg = TrainConfig.load(CONFIGS / f"compare-{name}.json")
+    for other in CONFIGS.glob("compare-*.json"):
+        if other.stem != f"compare-{name}" and TrainConfig.load(other).output == cfg.model:
+            trained(other.stem.removeprefix("compare-"))
+    saved = Path(cfg.output) / CONFIG_COPY
+    if not (Path(cfg.output) / "config.json").is_file() or json.loads(saved.read_text()) != cfg.to_dict():
+        train(cfg)  # missing, or trained from another version of the config
+    return cfg
+
+
+def config_of(method: str) -> dict | None:
+    return None if method == "base" else TrainConfig.load(CONFIGS / f"compare-{method}.json").to_dict()
 
 
 def run(method: str, datasets: list[str], passage_max_length: int) -> dict:
     if method == "base":
-        path = resolve_model_path("all-MiniLM-L6-v2")
+        path = BASE_MODEL_NAME
         sizes = None
     else:
-        cfg = TrainConfig.load(CONFIGS / f"compare-{method}.json")
-        if not (Path(cfg.output) / "config.json").is_file():
-            train(cfg)
+        cfg = trained(method)
         path = cfg.output
         model = StarbucksModel.load(path, device="cpu")
         sizes = list(model.config.sizes) if cfg.method == "separate" else None
     sizes = sizes or sorted(set(diagonal(6, 384)) | {Size(6, s.dim) for s in diagonal(6, 384)})
-    return evaluate(path, datasets, passage_max_length, sizes)
+    result = evaluate(path, datasets, passage_max_length, sizes)
+    result["config"] = config_of(method)
+    return result
 
 
 def table(results: dict[str, dict], datasets: list[str]) -> str:
@@ -58,10 +76,38 @@ def table(results: dict[str, dict], datasets: list[str]) -> str:
     return "\n".join(lines)
 
 
+def ordering(results: dict[str, dict], datasets: list[str]) -> str:
+    """The paper's claims, checked per diagonal size: SRL against 2DMSE and against a separate model."""
+    if "srl" not in results:
+        return ""
+    lines = ["### SRL against 2DMSE and separately trained models (diagonal sizes)", "",
+             "| data set | size | SRL | 2DMSE | SRL - 2DMSE | separate | SRL - separate |", "|---|---|---|---|---|---|---|"]
+    wins = {"2dmse": [0, 0], "separate": [0, 0]}
+    for name in datasets:
+        srl = results["srl"]["scores"].get(name, {})
+        for size in sorted(Size.parse(s) for s in srl):
+            if size not in diagonal(6, 384):
+                continue
+            cells = [f"{srl[str(size)]:.3f}"]
+            for other in ("2dmse", f"separate-{size}"):
+                theirs = results.get(other, {}).get("scores", {}).get(name, {}).get(str(size))
+                if theirs is None:
+                    cells += ["", ""]
+                    continue
+                cells += [f"{theirs:.3f}", f"{srl[str(size)] - theirs:+.3f}"]
+                key = "2dmse" if other == "2dmse" else "separate"
+                wins[key][0] += srl[str(size)] > theirs
+                wins[key][1] += 1
+            lines.append(f"| {name} | {size} | " + " | ".join(cells) + " |")
+    lines += ["", f"SRL is above 2DMSE in {wins['2dmse'][0]} of {wins['2dmse'][1]} (data set, size) pairs "
+              f"and above a separately trained model in {wins['separate'][0]} of {wins['separate'][1]}.", ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    ap.add_argument("--datasets", nargs="+", default=["scifact", "stsb"])
+    ap.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus", "dl19", "stsb", "sickr"])
     ap.add_argument("--passage-max-length", type=int, default=128, help="evaluation passage length")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -69,13 +115,17 @@ def main() -> None:
     for method in args.methods:
         out = RESULTS / f"{method}.json"
         done = json.loads(out.read_text()) if out.exists() else {"scores": {}}
+        if done.get("config") != config_of(method):
+            done = {"scores": {}}  # scores of another version of the config
         todo = [d for d in args.datasets if d not in done["scores"]]
         if todo:
             result = run(method, todo, args.passage_max_length)
             result["scores"] = {**done["scores"], **result["scores"]}
             out.write_text(json.dumps(result, indent=2) + "\n")
     results = {m: json.loads((RESULTS / f"{m}.json").read_text()) for m in METHODS if (RESULTS / f"{m}.json").exists()}
-    (RESULTS.parent / "compare.md").write_text(table(results, args.datasets))
+    (RESULTS.parent / "compare.md").write_text(
+        f"Evaluation passage length {args.passage_max_length}; configs `experiments/configs/compare-*.json`.\n\n"
+        + table(results, args.datasets) + "\n" + ordering(results, args.datasets))
 
 
 if __name__ == "__main__":

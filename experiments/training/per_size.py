@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from experiments.datasets import COLLECTIONS as DATASETS, DATA
+from experiments.datasets import COLLECTIONS as DATASETS, DATA, Collection
 from starbucks.corpus import iter_corpus
 from starbucks.encoder import Encoder
 from starbucks.model import StarbucksModel
@@ -36,8 +36,8 @@ def eval_sizes(model: StarbucksModel) -> list[Size]:
     return sorted(set(diag) | {Size(model.num_layers, s.dim) for s in diag})
 
 
-def retrieval(encoder: Encoder, name: str, sizes: list[Size], passage_max_length: int | None) -> dict[str, float]:
-    collection = DATASETS[COLLECTIONS[name]]
+def retrieval(encoder: Encoder, collection: Collection, sizes: list[Size],
+              passage_max_length: int | None) -> dict[str, float]:
     docs = list(iter_corpus(collection.corpus))
     qrels = read_qrels(collection.qrels)
     topics = {q: t for q, t in read_topics(collection.topics).items() if q in qrels}
@@ -83,7 +83,9 @@ def sts(encoder: Encoder, name: str, sizes: list[Size]) -> dict[str, float]:
 
 
 def evaluate(model_path: str | None, datasets: list[str], passage_max_length: int | None = None,
-             sizes: list[Size] | None = None) -> dict:
+             sizes: list[Size] | None = None, collections: dict[str, Collection] | None = None) -> dict:
+    """Per-size scores on each named data set: STS names, ``COLLECTIONS`` names, or keys of ``collections``."""
+    collections = {**{name: DATASETS[key] for name, key in COLLECTIONS.items()}, **(collections or {})}
     model = StarbucksModel.load(model_path, device="cpu")
     encoder = Encoder(model, batch_size=32)
     sizes = sizes or eval_sizes(model)
@@ -91,7 +93,7 @@ def evaluate(model_path: str | None, datasets: list[str], passage_max_length: in
     for name in datasets:
         start = time.time()
         results["scores"][name] = sts(encoder, name, sizes) if name in STS else retrieval(
-            encoder, name, sizes, passage_max_length)
+            encoder, collections[name], sizes, passage_max_length)
         results["seconds"][name] = round(time.time() - start, 1)
         print(name, json.dumps(results["scores"][name]), flush=True)
     return results

@@ -1,0 +1,239 @@
+"""The shipped default model, end to end: data, training, the mix chosen on held-out queries, shipping, results.
+
+    python -m experiments.training.default_model                      # every stage, skipping finished ones
+    python -m experiments.training.default_model --stages select ship evaluate
+
+Stages:
+
+- ``data``: SciFact and NFCorpus train queries with BM25 hard negatives, a random share of
+  their judged queries held out for validation, plus label-free pseudo-queries cut from both
+  corpora (never a test split, never DL19).
+- ``train``: ``starbucks train experiments/configs/starbucks-minilm-l6.json`` (SRL with the
+  base model as a frozen teacher).
+- ``select``: mixes the trained weights with the base model's (``starbucks merge``) at growing
+  base shares and keeps the first mix whose full size is at least the base model's on every
+  held-out query set: the most trained weights that give up nothing at the full size.
+- ``ship``: writes that mix as float16 safetensors into ``starbucks/models/starbucks-minilm-l6``
+  with its model card.
+- ``evaluate``: per-size nDCG@10 on SciFact test, NFCorpus dev and the DL19 pool and Spearman on
+  STS-B and SICK-R, for the shipped model and the base model; rewrites the model card's table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from experiments.datasets import DATA, Collection
+from experiments.training.compare import HERE, table
+from experiments.training.per_size import evaluate
+from starbucks.model import BASE_MODEL_NAME, DEFAULT_MODEL_NAME, REPO_MODELS
+from starbucks.sizes import Size
+from training.build_data import build_pseudo_data, build_train_data, holdout_path
+from training.config import TrainConfig
+from training.loop import train
+from training.merge import merge_folders
+
+STAGES = ("data", "train", "select", "ship", "evaluate")
+CONFIG = HERE.parent / "configs" / "starbucks-minilm-l6.json"
+SHIPPED = REPO_MODELS / DEFAULT_MODEL_NAME
+RESULTS = HERE / "results"
+TRAIN_DATA = Path("runs/train-data")
+HOLDOUT = {"scifact": 100, "nfcorpus": 200}  # judged train queries kept for validation
+PSEUDO = 2000  # label-free pseudo-queries per corpus
+BASE_SHARES = (0.0, 0.25, 0.5, 0.75)  # base-model shares tried, in order
+EVAL_SETS = ["scifact", "nfcorpus", "dl19", "stsb", "sickr"]
+SELECTION = RESULTS / "default-model-selection.json"
+EVALUATION = {"base": RESULTS / "all-MiniLM-L6-v2.json", "shipped": RESULTS / f"{DEFAULT_MODEL_NAME}.json"}
+
+
+def train_file(name: str, kind: str) -> Path:
+    return TRAIN_DATA / f"{name}-{kind}-bm25.jsonl"
+
+
+def validation_sets() -> dict[str, Collection]:
+    """The held-out train queries of each collection, searched over its whole corpus."""
+    return {f"{name}-holdout": Collection(str(DATA / name), str(DATA / name / "queries.jsonl"),
+                                          str(holdout_path(train_file(name, "train"))))
+            for name in HOLDOUT}
+
+
+def stage_data(cfg: TrainConfig) -> None:
+    for name, count in HOLDOUT.items():
+        folder = DATA / name
+        if not train_file(name, "train").exists():
+            n = build_train_data(folder, folder / "queries.jsonl", folder / "qrels" / "train.tsv",
+                                 train_file(name, "train"), holdout=count)
+            print(f"{name}: {n} training queries, {count} held out")
+        if not train_file(name, "pseudo").exists():
+            n = build_pseudo_data(folder, train_file(name, "pseudo"), PSEUDO)
+            print(f"{name}: {n} pseudo-queries")
+
+
+def stage_train(cfg: TrainConfig) -> None:
+    if not (Path(cfg.output) / "config.json").is_file():
+        train(cfg)
+
+
+def _full(scores: dict[str, float]) -> float:
+    return scores[str(max(Size.parse(s) for s in scores))]
+
+
+def stage_select(cfg: TrainConfig) -> float:
+    """The smallest base share whose full size matches the base model's on every held-out set."""
+    done = json.loads(SELECTION.read_text()) if SELECTION.exists() else {"candidates": {}}
+    names = list(validation_sets())
+
+    def scores(key: str, path: str) -> dict:
+        if key not in done["candidates"]:
+            result = evaluate(path, names, collections=validation_sets())
+            done["candidates"][key] = {"sizes": result["sizes"], "scores": result["scores"]}
+            SELECTION.write_text(json.dumps(done, indent=2) + "\n")
+        return done["candidates"][key]["scores"]
+
+    base = scores("base", BASE_MODEL_NAME)
+    for share in BASE_SHARES:
+        mix = Path(f"{cfg.output}-mix{share:g}")
+        if f"mix {share:g}" not in done["candidates"] and not (mix / "config.json").is_file():
+            merge_folders(cfg.output, mix, base_weight=share, dtype="float32")
+        trained = scores(f"mix {share:g}", str(mix))
+        if all(_full(trained[n]) >= _full(base[n]) for n in names):
+            done["chosen_base_share"] = share
+            SELECTION.write_text(json.dumps(done, indent=2) + "\n")
+            (RESULTS / "default-model-selection.md").write_text(
+                "Held-out train queries, nDCG@10 (`python -m experiments.training.default_model --stages select`)"
+                f"; chosen base share: {share:g}\n\n" + table(done["candidates"], names))
+            return share
+    raise SystemExit("no mix keeps the full size at the base model's level on the held-out queries: nothing shipped")
+
+
+def stage_ship(cfg: TrainConfig) -> None:
+    """The chosen mix as float16, swapped in whole: a failure leaves the shipped model as it was."""
+    share = json.loads(SELECTION.read_text())["chosen_base_share"]
+    staging = SHIPPED.with_name(SHIPPED.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    merge_folders(cfg.output, staging, base_weight=share, dtype="float16")
+    (staging / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    old = SHIPPED.with_name(SHIPPED.name + ".old")
+    if SHIPPED.exists():
+        SHIPPED.rename(old)
+    staging.rename(SHIPPED)
+    shutil.rmtree(old, ignore_errors=True)
+    write_card(cfg)
+
+
+def stage_evaluate(cfg: TrainConfig) -> None:
+    """Every evaluation set for the base and the shipped model; a newly shipped model is evaluated afresh."""
+    from starbucks.model import StarbucksModel
+
+    models = {"base": BASE_MODEL_NAME, "shipped": str(SHIPPED)}
+    for key, out in EVALUATION.items():
+        fingerprint = StarbucksModel.load(models[key], device="cpu").fingerprint()
+        done = json.loads(out.read_text()) if out.exists() else {}
+        if done.get("fingerprint") not in (None, fingerprint) or key == "shipped" and "fingerprint" not in done:
+            done = {}
+        scores, seconds = done.get("scores", {}), done.get("seconds", {})
+        todo = [d for d in EVAL_SETS if d not in scores]
+        if todo:
+            result = evaluate(models[key], todo)
+            scores.update(result["scores"])
+            seconds.update(result["seconds"])
+            out.write_text(json.dumps({"name": key, "model": Path(models[key]).name, "fingerprint": fingerprint,
+                                       "sizes": result["sizes"], "scores": scores, "seconds": seconds},
+                                      indent=2) + "\n")
+    write_card(cfg)
+
+
+def results_table() -> str:
+    labels = {"base": "all-MiniLM-L6-v2 (base), truncated", "shipped": DEFAULT_MODEL_NAME}
+    results = {labels[k]: json.loads(p.read_text()) for k, p in EVALUATION.items() if p.exists()}
+    if len(results) < 2:
+        return "(not evaluated yet: `python -m experiments.training.default_model --stages evaluate`)\n"
+    return table(results, [d for d in EVAL_SETS if all(d in r["scores"] for r in results.values())])
+
+
+def write_card(cfg: TrainConfig) -> None:
+    selection = json.loads(SELECTION.read_text())
+    share = selection["chosen_base_share"]
+    names = list(validation_sets())
+    card = CARD.format(
+        share=share, trained=1 - share, steps=cfg.max_steps, batch=cfg.batch_size, group=cfg.train_group_size,
+        lr=cfg.learning_rate, sizes=" ".join(cfg.sizes), plen=cfg.passage_max_length, qlen=cfg.query_max_length,
+        group_less=cfg.train_group_size - 1, teacher_weight=cfg.teacher_weight, kl_weight=cfg.kl_weight, pseudo=PSEUDO,
+        holdout=", ".join(f"{n} {c}" for n, c in HOLDOUT.items()),
+        selection=table(selection["candidates"], names), results=results_table(),
+        config=json.dumps(cfg.to_dict(), indent=2),
+    )
+    (SHIPPED / "README.md").write_text(card)
+
+
+CARD = """# starbucks-minilm-l6
+
+A 2D Matryoshka (Starbucks) version of all-MiniLM-L6-v2: every layer of the six, cut to the first
+*d* dimensions, is an embedding of its own. It is the default model of `starbucks index`.
+
+- Sizes trained: {sizes} (layer x dims; `hidden_states[n]`, mean pooling, then cut and L2-normalised;
+  cosine similarity). Query length {qlen} and passage length {plen} tokens in training; 256 at search.
+- Weights: float16 safetensors; they load as float32 on a CPU.
+
+## Recipe
+
+SRL fine-tuning (Zhuang et al. 2024): one forward pass gives every size; per size a cross-entropy
+over in-batch and BM25 hard negatives (group of {group}: 1 positive + {group_less} negatives), plus a KL
+term (weight {kl_weight}) pulling each smaller size's score distribution toward the full size's, plus a
+KL term (weight {teacher_weight}) toward the frozen base model's full-size scores, all summed.
+{steps} steps of {batch} queries, AdamW, lr {lr}, linear warm-up (10 %) and decay, seed 42, on CPU.
+
+Data (`runs/train-data/`, built by the `data` stage): SciFact and NFCorpus train queries with their
+judged passages and 30 BM25 negatives each, less held-out queries ({holdout}); and {pseudo} label-free
+pseudo-queries from each corpus (a sentence cut from a passage, the rest its positive), which the
+teacher term scores. No test split and no DL19 judgement is used.
+
+The trained weights are then mixed with the base model's (`starbucks merge`, WiSE-FT): the share of
+base weights is the first of 0, 0.25, 0.5 and 0.75 whose full size matches the base model's on every
+held-out query set. Chosen: **{share:g}** base, {trained:g} trained. nDCG@10 on the held-out train queries:
+
+{selection}
+## Reproduce
+
+```bash
+python -m experiments.training.default_model
+```
+
+runs every stage (`data`, `train`, `select`, `ship`, `evaluate`; `--stages` picks some) from the
+config below (`experiments/configs/starbucks-minilm-l6.json`).
+
+## Results
+
+nDCG@10 by exact search (SciFact test, NFCorpus dev, the DL19 pool of 16,836 passages: easier than
+the full collection) and Spearman of cosine similarity (STS-B test, SICK-R test), every size from
+one encoding pass (`python -m experiments.training.default_model --stages evaluate`):
+
+{results}
+## Training config
+
+```json
+{config}
+```
+"""
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = TrainConfig.load(CONFIG)
+    run = {"data": stage_data, "train": stage_train, "select": stage_select, "ship": stage_ship,
+           "evaluate": stage_evaluate}
+    for stage in STAGES:
+        if stage in args.stages:
+            print(f"== {stage}", flush=True)
+            run[stage](cfg)
+
+
+if __name__ == "__main__":
+    main()
