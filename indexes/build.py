@@ -35,16 +35,23 @@ DEFAULT_CHUNK = 1024
 
 
 def default_sizes(model: StarbucksModel) -> tuple[list[Size], list[Size]]:
-    """Shortlist at the two smallest trained sizes below full, rerank at the others.
+    """Shortlist at the last layer cut to 1/12 and 1/6 of its width; rerank at the full size.
 
-    A model trained at one size only (a plain embedding model) shortlists with
-    its last layer cut to 1/12 and 1/6 of its width, which keeps most of its quality.
+    Those cuts keep most of any model's quality (the last layer ranks best at a given
+    width). A model trained at several sizes also shortlists at its smallest trained size
+    at least 1/6 as wide (narrower ones rank too poorly to shortlist from) and stores its
+    wider trained sizes, so a plan can stop before the last layer and encode its query
+    with fewer layers.
     """
     full = Size(model.num_layers, model.hidden_size)
-    trained = sorted(set(model.config.sizes) | {full})
-    if len(trained) >= 3:
-        return trained[:2], trained[2:]
-    return [Size(full.layer, max(1, full.dim // 12)), Size(full.layer, max(1, full.dim // 6))], [full]
+    shortlist = {Size(full.layer, max(1, full.dim // 12)), Size(full.layer, max(1, full.dim // 6))}
+    rerank = {full}
+    wide = [s for s in sorted(set(model.config.sizes) - {full}, key=lambda s: (s.dim, s.layer))
+            if s.dim >= full.dim // 6]
+    if wide:
+        shortlist.add(wide[0])
+        rerank.update(s for s in wide[1:] if s.layer < full.layer)
+    return sorted(shortlist), sorted(rerank)
 
 
 def partial_dir(out: Path) -> Path:

@@ -158,3 +158,14 @@ def test_graph_and_compressed_shortlist_indexes(tmp_path, tiny_model, index_type
     exact = index.scan(Size(2, 16), q, 10)[1]
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, exact)])
     assert overlap >= 0.5
+
+
+def test_default_sizes_shortlist_at_last_layer_cuts_and_a_wide_enough_trained_size():
+    import dataclasses
+
+    from indexes.build import default_sizes
+
+    model = make_tiny_model()  # trained at 1x2 1x4 2x8 2x16 3x32 4x48
+    assert default_sizes(model) == ([Size(2, 8), Size(4, 4), Size(4, 8)], [Size(2, 16), Size(3, 32), Size(4, 48)])
+    model.config = dataclasses.replace(model.config, sizes=[Size(4, 48)])  # a plain embedding model
+    assert default_sizes(model) == ([Size(4, 4), Size(4, 8)], [Size(4, 48)])
