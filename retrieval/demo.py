@@ -30,18 +30,17 @@ def run_demo(out: Path, progress: bool = True) -> str:
     topics, qrels = read_topics(DEMO_DATA), read_qrels(DEMO_DATA / "qrels" / "test.tsv")
     measures = parse_measures(DEFAULT_MEASURES)
     manifest = searcher.index.manifest
-    small, full = manifest.shortlist[0], manifest.sizes[-1]
-    plans = size_plans(searcher, 1000) + [
-        Plan([Stage(small, 1000), Stage(full, 1000)]),
-        Plan([Stage(small, 200), Stage(full, 200)]),
-    ]
+    full = manifest.sizes[-1]
+    widest = max(manifest.shortlist, key=lambda s: (s.dim, s.layer))  # the shortlist that ranks best
+    plans = size_plans(searcher, 1000) + [Plan([Stage(s, 1000), Stage(full, 1000)]) for s in manifest.shortlist]
+    plans.append(Plan([Stage(widest, 200), Stage(full, 200)]))
     rows = [evaluate_searcher(searcher, topics, qrels, p, measures, progress=progress) for p in plans]
     bm25 = BM25(DEMO_DATA, progress=False)
     rankings, latencies, wall = timed_rankings(
         judged_topics(topics, qrels), lambda qs: bm25.search_batch(qs, 1000), 1, "BM25", progress
     )
     rows.append(make_row("BM25 (bm25s)", rankings, latencies, wall, qrels, measures, 1))
-    result = searcher.search(DEMO_QUERY, k=5, budget=Plan([Stage(small, 200), Stage(full, 5)]))
+    result = searcher.search(DEMO_QUERY, k=5, budget=Plan([Stage(widest, 200), Stage(full, 5)]))
     hits = "\n".join(f"{i}. {d}  {s:.4f}" for i, (d, s) in enumerate(zip(result.docids, result.scores), 1))
     stages = ", ".join(f"{k} {v:.2f} ms" for k, v in result.timings.items())
     return (
