@@ -131,3 +131,20 @@ def test_the_base_models_name_loads_its_offline_copy(name):
     assert resolve_model_path("some/other-model") == "some/other-model"
     model = StarbucksModel.load(name, device="cpu")
     assert (model.num_layers, model.hidden_size, model.config.pooling) == (6, 384, "mean")
+
+
+def test_the_shipped_default_model_is_float16_under_50_mb_with_its_card():
+    from safetensors import safe_open
+
+    from starbucks.model import REPO_MODELS, default_model_path
+    from starbucks.sizes import diagonal
+
+    folder = REPO_MODELS / "starbucks-minilm-l6"
+    assert default_model_path() == folder
+    weights = folder / "model.safetensors"
+    assert weights.stat().st_size <= 50 * 2**20
+    with safe_open(str(weights), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    assert "## Reproduce" in (folder / "README.md").read_text()
+    model = StarbucksModel.load(device="cpu")
+    assert list(model.config.sizes) == diagonal(6, 384) and model.backbone.dtype == torch.float32
