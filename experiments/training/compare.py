@@ -121,6 +121,7 @@ def main() -> None:
         if todo:
             result = run(method, todo, args.passage_max_length)
             result["scores"] = {**done["scores"], **result["scores"]}
+            result["seconds"] = {**done.get("seconds", {}), **result["seconds"]}
             out.write_text(json.dumps(result, indent=2) + "\n")
     results = {m: json.loads((RESULTS / f"{m}.json").read_text()) for m in METHODS if (RESULTS / f"{m}.json").exists()}
     (RESULTS.parent / "compare.md").write_text(
