@@ -64,11 +64,34 @@ def test_default_model_selection_keeps_the_most_trained_mix_that_matches_the_bas
         key = mixes.get(str(path), "base")
         return {"sizes": ["1x16", "6x384"], "scores": {n: {"1x16": 0.1, "6x384": full[key]} for n in names}}
 
-    monkeypatch.setattr(default_model, "SELECTION", tmp_path / "selection.json")
     monkeypatch.setattr(default_model, "RESULTS", tmp_path)
     monkeypatch.setattr(default_model, "merge_folders", merge)
     monkeypatch.setattr(default_model, "evaluate", evaluate)
     cfg = TrainConfig(model="all-MiniLM-L6-v2", output=str(tmp_path / "run"), train_files=["x.jsonl"], max_steps=1)
-    assert default_model.stage_select(cfg) == 0.25
-    assert set(json.loads((tmp_path / "selection.json").read_text())["candidates"]) == {"base", "mix 0", "mix 0.25"}
-    assert "chosen base share: 0.25" in (tmp_path / "default-model-selection.md").read_text()
+    (tmp_path / "candidate.json").write_text(json.dumps(cfg.to_dict()))
+    recipe = default_model.Recipe(tmp_path / "candidate.json")
+    assert default_model.stage_select(recipe) == 0.25
+    assert set(json.loads((tmp_path / "candidate-selection.json").read_text())["candidates"]) == {"base", "mix 0", "mix 0.25"}
+    assert "chosen base share: 0.25" in (tmp_path / "candidate-selection.md").read_text()
+
+
+def test_a_candidate_recipe_reuses_the_base_models_held_out_scores(tmp_path, monkeypatch):
+    from experiments.training import default_model
+    from training.config import TrainConfig
+
+    base = {"sizes": ["6x384"], "scores": {"scifact-holdout": {"6x384": 0.5}, "nfcorpus-holdout": {"6x384": 0.3}}}
+    (tmp_path / "shipped-selection.json").write_text(json.dumps({"candidates": {"base": base}}))
+    evaluated = []
+
+    def evaluate(path, names, collections):
+        evaluated.append(str(path))
+        return {"sizes": ["6x384"], "scores": {n: {"6x384": 0.9} for n in names}}
+
+    monkeypatch.setattr(default_model, "RESULTS", tmp_path)
+    monkeypatch.setattr(default_model, "merge_folders", lambda *a, **k: None)
+    monkeypatch.setattr(default_model, "evaluate", evaluate)
+    cfg = TrainConfig(model="all-MiniLM-L6-v2", output=str(tmp_path / "run"), train_files=["x.jsonl"], max_steps=1)
+    (tmp_path / "candidate.json").write_text(json.dumps(cfg.to_dict()))
+    assert default_model.stage_select(default_model.Recipe(tmp_path / "candidate.json")) == 0.0
+    assert evaluated == [str(tmp_path / "run-mix0")]
+    assert not default_model.Recipe(tmp_path / "candidate.json").is_shipped()

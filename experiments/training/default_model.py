@@ -2,6 +2,7 @@
 
     python -m experiments.training.default_model                      # every stage, skipping finished ones
     python -m experiments.training.default_model --stages select ship evaluate
+    python -m experiments.training.default_model --config experiments/configs/OTHER.json --stages train select evaluate
 
 Stages:
 
@@ -16,7 +17,12 @@ Stages:
 - ``ship``: writes that mix as float16 safetensors into ``starbucks/models/starbucks-minilm-l6``
   with its model card.
 - ``evaluate``: per-size nDCG@10 on SciFact test, NFCorpus dev and the DL19 pool and Spearman on
-  STS-B and SICK-R, for the shipped model and the base model; rewrites the model card's table.
+  STS-B and SICK-R, for the base model and the recipe's chosen mix (the shipped model itself when
+  the recipe is the shipped one, whose card then gets the table).
+
+A recipe is one config; its selection and results are named after the config file, so a
+candidate recipe (``--config``) is trained, selected and evaluated beside the shipped one
+without touching it, and ``ship`` makes it the default.
 """
 from __future__ import annotations
 
@@ -46,8 +52,34 @@ HOLDOUT = {"scifact": 100, "nfcorpus": 200}  # judged train queries kept for val
 PSEUDO = 2000  # label-free pseudo-queries per corpus
 BASE_SHARES = (0.0, 0.25, 0.5, 0.75)  # base-model shares tried, in order
 EVAL_SETS = ["scifact", "nfcorpus", "dl19", "stsb", "sickr"]
-SELECTION = RESULTS / "default-model-selection.json"
-EVALUATION = {"base": RESULTS / "all-MiniLM-L6-v2.json", "shipped": RESULTS / f"{DEFAULT_MODEL_NAME}.json"}
+BASE_RESULTS = "all-MiniLM-L6-v2.json"
+
+
+class Recipe:
+    """A training config and the files its selection and results go to, named after the config."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.name = self.path.stem
+        self.cfg = TrainConfig.load(self.path)
+
+    @property
+    def selection(self) -> Path:
+        return RESULTS / f"{self.name}-selection.json"
+
+    @property
+    def results(self) -> Path:
+        return RESULTS / f"{self.name}.json"
+
+    def mix(self, share: float) -> Path:
+        return Path(f"{self.cfg.output}-mix{share:g}")
+
+    def chosen_share(self) -> float:
+        return json.loads(self.selection.read_text())["chosen_base_share"]
+
+    def is_shipped(self) -> bool:
+        saved = SHIPPED / "train_config.json"
+        return saved.is_file() and json.loads(saved.read_text()) == self.cfg.to_dict()
 
 
 def train_file(name: str, kind: str) -> Path:
@@ -61,7 +93,7 @@ def validation_sets() -> dict[str, Collection]:
             for name in HOLDOUT}
 
 
-def stage_data(cfg: TrainConfig) -> None:
+def stage_data(recipe: Recipe) -> None:
     for name, count in HOLDOUT.items():
         folder = DATA / name
         if not train_file(name, "train").exists():
@@ -73,64 +105,83 @@ def stage_data(cfg: TrainConfig) -> None:
             print(f"{name}: {n} pseudo-queries")
 
 
-def stage_train(cfg: TrainConfig) -> None:
-    if not (Path(cfg.output) / "config.json").is_file():
-        train(cfg)
+def stage_train(recipe: Recipe) -> None:
+    if not (Path(recipe.cfg.output) / "config.json").is_file():
+        train(recipe.cfg)
 
 
 def _full(scores: dict[str, float]) -> float:
     return scores[str(max(Size.parse(s) for s in scores))]
 
 
-def stage_select(cfg: TrainConfig) -> float:
+def _base_holdout_scores() -> dict | None:
+    """The base model's held-out scores from a selection already made: the same model on the same queries."""
+    for path in sorted(RESULTS.glob("*-selection.json")):
+        base = json.loads(path.read_text())["candidates"].get("base")
+        if base:
+            return base
+    return None
+
+
+def stage_select(recipe: Recipe) -> float:
     """The smallest base share whose full size matches the base model's on every held-out set."""
-    done = json.loads(SELECTION.read_text()) if SELECTION.exists() else {"candidates": {}}
+    selection = recipe.selection
+    done = json.loads(selection.read_text()) if selection.exists() else {"candidates": {}}
     names = list(validation_sets())
+    if "base" not in done["candidates"] and (base := _base_holdout_scores()):
+        done["candidates"]["base"] = base
 
     def scores(key: str, path: str) -> dict:
         if key not in done["candidates"]:
             result = evaluate(path, names, collections=validation_sets())
             done["candidates"][key] = {"sizes": result["sizes"], "scores": result["scores"]}
-            SELECTION.write_text(json.dumps(done, indent=2) + "\n")
+            selection.write_text(json.dumps(done, indent=2) + "\n")
         return done["candidates"][key]["scores"]
 
     base = scores("base", BASE_MODEL_NAME)
     for share in BASE_SHARES:
-        mix = Path(f"{cfg.output}-mix{share:g}")
+        mix = recipe.mix(share)
         if f"mix {share:g}" not in done["candidates"] and not (mix / "config.json").is_file():
-            merge_folders(cfg.output, mix, base_weight=share, dtype="float32")
+            merge_folders(recipe.cfg.output, mix, base_weight=share, dtype="float32")
         trained = scores(f"mix {share:g}", str(mix))
         if all(_full(trained[n]) >= _full(base[n]) for n in names):
             done["chosen_base_share"] = share
-            SELECTION.write_text(json.dumps(done, indent=2) + "\n")
-            (RESULTS / "default-model-selection.md").write_text(
-                "Held-out train queries, nDCG@10 (`python -m experiments.training.default_model --stages select`)"
-                f"; chosen base share: {share:g}\n\n" + table(done["candidates"], names))
+            selection.write_text(json.dumps(done, indent=2) + "\n")
+            selection.with_suffix(".md").write_text(
+                f"Held-out train queries, nDCG@10 (`python -m experiments.training.default_model --config "
+                f"experiments/configs/{recipe.path.name} --stages select`); chosen base share: {share:g}\n\n"
+                + table(done["candidates"], names))
             return share
     raise SystemExit("no mix keeps the full size at the base model's level on the held-out queries: nothing shipped")
 
 
-def stage_ship(cfg: TrainConfig) -> None:
+def stage_ship(recipe: Recipe) -> None:
     """The chosen mix as float16, swapped in whole: a failure leaves the shipped model as it was."""
-    share = json.loads(SELECTION.read_text())["chosen_base_share"]
     staging = SHIPPED.with_name(SHIPPED.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
-    merge_folders(cfg.output, staging, base_weight=share, dtype="float16")
-    (staging / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    merge_folders(recipe.cfg.output, staging, base_weight=recipe.chosen_share(), dtype="float16")
+    (staging / "train_config.json").write_text(json.dumps(recipe.cfg.to_dict(), indent=2) + "\n")
     old = SHIPPED.with_name(SHIPPED.name + ".old")
     if SHIPPED.exists():
         SHIPPED.rename(old)
     staging.rename(SHIPPED)
     shutil.rmtree(old, ignore_errors=True)
-    write_card(cfg)
+    write_card(recipe)
 
 
-def stage_evaluate(cfg: TrainConfig) -> None:
-    """Every evaluation set for the base and the shipped model; a newly shipped model is evaluated afresh."""
+def evaluations(recipe: Recipe) -> dict[str, Path]:
+    return {"base": RESULTS / BASE_RESULTS, "shipped": recipe.results}
+
+
+def stage_evaluate(recipe: Recipe) -> None:
+    """Every evaluation set for the base model and the recipe's chosen mix; a changed model is evaluated afresh."""
     from starbucks.model import StarbucksModel
 
-    models = {"base": BASE_MODEL_NAME, "shipped": str(SHIPPED)}
-    for key, out in EVALUATION.items():
+    mix = SHIPPED if recipe.is_shipped() else recipe.mix(recipe.chosen_share())
+    if not (mix / "config.json").is_file():
+        merge_folders(recipe.cfg.output, mix, base_weight=recipe.chosen_share(), dtype="float32")
+    models = {"base": BASE_MODEL_NAME, "shipped": str(mix)}
+    for key, out in evaluations(recipe).items():
         fingerprint = StarbucksModel.load(models[key], device="cpu").fingerprint()
         done = json.loads(out.read_text()) if out.exists() else {}
         if done.get("fingerprint") not in (None, fingerprint) or key == "shipped" and "fingerprint" not in done:
@@ -144,20 +195,22 @@ def stage_evaluate(cfg: TrainConfig) -> None:
             out.write_text(json.dumps({"name": key, "model": Path(models[key]).name, "fingerprint": fingerprint,
                                        "sizes": result["sizes"], "scores": scores, "seconds": seconds},
                                       indent=2) + "\n")
-    write_card(cfg)
+    if recipe.is_shipped():
+        write_card(recipe)
 
 
-def results_table() -> str:
-    labels = {"base": "all-MiniLM-L6-v2 (base), truncated", "shipped": DEFAULT_MODEL_NAME}
-    results = {labels[k]: json.loads(p.read_text()) for k, p in EVALUATION.items() if p.exists()}
+def results_table(recipe: Recipe) -> str:
+    labels = {"base": "all-MiniLM-L6-v2 (base), truncated",
+              "shipped": DEFAULT_MODEL_NAME if recipe.is_shipped() else recipe.name}
+    results = {labels[k]: json.loads(p.read_text()) for k, p in evaluations(recipe).items() if p.exists()}
     if len(results) < 2:
         return "(not evaluated yet: `python -m experiments.training.default_model --stages evaluate`)\n"
     return table(results, [d for d in EVAL_SETS if all(d in r["scores"] for r in results.values())])
 
 
-def full_size_losses() -> str:
+def full_size_losses(recipe: Recipe) -> str:
     """Where the shipped full size falls below the base model's: the card says so."""
-    results = {k: json.loads(p.read_text())["scores"] for k, p in EVALUATION.items() if p.exists()}
+    results = {k: json.loads(p.read_text())["scores"] for k, p in evaluations(recipe).items() if p.exists()}
     if len(results) < 2:
         return ""
     below = [f"{d} ({_full(results['shipped'][d]):.3f} against {_full(results['base'][d]):.3f})"
@@ -169,17 +222,18 @@ def full_size_losses() -> str:
             " chose the mix come from SciFact and NFCorpus only, and these sets are of other domains or tasks.\n")
 
 
-def write_card(cfg: TrainConfig) -> None:
-    selection = json.loads(SELECTION.read_text())
+def write_card(recipe: Recipe) -> None:
+    cfg = recipe.cfg
+    selection = json.loads(recipe.selection.read_text())
     share = selection["chosen_base_share"]
     names = list(validation_sets())
     card = CARD.format(
         share=share, trained=1 - share, steps=cfg.max_steps, batch=cfg.batch_size, group=cfg.train_group_size,
         lr=cfg.learning_rate, sizes=" ".join(cfg.sizes), plen=cfg.passage_max_length, qlen=cfg.query_max_length,
-        group_less=cfg.train_group_size - 1, teacher_weight=cfg.teacher_weight, kl_weight=cfg.kl_weight, pseudo=PSEUDO,
+        group_less=cfg.train_group_size - 1, ce_weight=cfg.ce_weight, teacher_weight=cfg.teacher_weight, kl_weight=cfg.kl_weight, pseudo=PSEUDO,
         holdout=", ".join(f"{n} {c}" for n, c in HOLDOUT.items()),
-        selection=table(selection["candidates"], names), results=results_table(), losses=full_size_losses(),
-        config=json.dumps(cfg.to_dict(), indent=2),
+        selection=table(selection["candidates"], names), results=results_table(recipe),
+        losses=full_size_losses(recipe), config=json.dumps(cfg.to_dict(), indent=2), config_path=recipe.path.name,
     )
     (SHIPPED / "README.md").write_text(card)
 
@@ -196,9 +250,10 @@ A 2D Matryoshka (Starbucks) version of all-MiniLM-L6-v2: every layer of the six,
 ## Recipe
 
 SRL fine-tuning (Zhuang et al. 2024): one forward pass gives every size; per size a cross-entropy
-over in-batch and BM25 hard negatives (group of {group}: 1 positive + {group_less} negatives), plus a KL
-term (weight {kl_weight}) pulling each smaller size's score distribution toward the full size's, plus a
-KL term (weight {teacher_weight}) toward the frozen base model's full-size scores, all summed.
+(weight {ce_weight}) over in-batch and BM25 hard negatives (group of {group}: 1 positive + {group_less}
+negatives), plus a KL term (weight {kl_weight}) pulling each smaller size's score distribution toward the
+full size's, plus a KL term (weight {teacher_weight}) toward the frozen base model's full-size scores over
+the same passages, all summed.
 {steps} steps of {batch} queries, AdamW, lr {lr}, linear warm-up (10 %) and decay, seed 42, on CPU.
 
 Data (`runs/train-data/`, built by the `data` stage): SciFact and NFCorpus train queries with their
@@ -214,11 +269,11 @@ held-out query set. Chosen: **{share:g}** base, {trained:g} trained. nDCG@10 on 
 ## Reproduce
 
 ```bash
-python -m experiments.training.default_model
+python -m experiments.training.default_model --config experiments/configs/{config_path}
 ```
 
 runs every stage (`data`, `train`, `select`, `ship`, `evaluate`; `--stages` picks some) from the
-config below (`experiments/configs/starbucks-minilm-l6.json`).
+config below.
 
 ## Results
 
@@ -237,17 +292,18 @@ one encoding pass (`python -m experiments.training.default_model --stages evalua
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", type=Path, default=CONFIG, help="the recipe (default: the shipped model's)")
     ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = TrainConfig.load(CONFIG)
+    recipe = Recipe(args.config)
     run = {"data": stage_data, "train": stage_train, "select": stage_select, "ship": stage_ship,
            "evaluate": stage_evaluate}
     for stage in STAGES:
         if stage in args.stages:
             print(f"== {stage}", flush=True)
-            run[stage](cfg)
+            run[stage](recipe)
 
 
 if __name__ == "__main__":
