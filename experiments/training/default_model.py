@@ -177,9 +177,9 @@ def stage_evaluate(recipe: Recipe) -> None:
     """Every evaluation set for the base model and the recipe's chosen mix; a changed model is evaluated afresh."""
     from starbucks.model import StarbucksModel
 
-    mix = SHIPPED if recipe.is_shipped() else recipe.mix(recipe.chosen_share())
-    if not (mix / "config.json").is_file():
-        merge_folders(recipe.cfg.output, mix, base_weight=recipe.chosen_share(), dtype="float32")
+    mix = SHIPPED if recipe.is_shipped() else Path(f"{recipe.mix(recipe.chosen_share())}-float16")
+    if not (mix / "config.json").is_file():  # the weights ship would write, so shipping keeps these results
+        merge_folders(recipe.cfg.output, mix, base_weight=recipe.chosen_share(), dtype="float16")
     models = {"base": BASE_MODEL_NAME, "shipped": str(mix)}
     for key, out in evaluations(recipe).items():
         fingerprint = StarbucksModel.load(models[key], device="cpu").fingerprint()
