@@ -204,7 +204,8 @@ def results_table(recipe: Recipe) -> str:
               "shipped": DEFAULT_MODEL_NAME if recipe.is_shipped() else recipe.name}
     results = {labels[k]: json.loads(p.read_text()) for k, p in evaluations(recipe).items() if p.exists()}
     if len(results) < 2:
-        return "(not evaluated yet: `python -m experiments.training.default_model --stages evaluate`)\n"
+        return ("(not evaluated yet: `python -m experiments.training.default_model --config "
+                f"experiments/configs/{recipe.path.name} --stages evaluate`)\n")
     return table(results, [d for d in EVAL_SETS if all(d in r["scores"] for r in results.values())])
 
 
