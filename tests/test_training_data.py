@@ -76,7 +76,8 @@ def test_config_errors_name_the_file(tmp_path, train_model_dir, groups_file):
         TrainConfig.load(unknown)
     for change, problem in [({"method": "magic"}, "method must be"), ({"train_files": []}, "train_files is empty"),
                             ({"epochs": 1}, "exactly one of max_steps and epochs"),
-                            ({"sizes": ["4by32"]}, "bad size"), ({"batch_size": 0}, "batch_size")]:
+                            ({"sizes": ["4by32"]}, "bad size"), ({"batch_size": 0}, "batch_size"),
+                            ({"anchor_weight": 1.0}, "anchor_weight needs a teacher")]:
         path = write(tmp_path / "c.json", json.dumps(dict(good, **change)))
         with pytest.raises(InputError, match=problem) as e:
             TrainConfig.load(path)
@@ -84,6 +85,15 @@ def test_config_errors_name_the_file(tmp_path, train_model_dir, groups_file):
     missing = write(tmp_path / "d.json", json.dumps({"model": "m"}))
     with pytest.raises(InputError, match="missing settings"):
         TrainConfig.load(missing)
+
+
+def test_a_saved_config_matches_when_only_settings_added_since_are_missing(tmp_path, train_model_dir, groups_file):
+    cfg = TrainConfig.from_dict(run_config(train_model_dir, groups_file, tmp_path / "o"))
+    older = cfg.to_dict()
+    del older["anchor_weight"]  # written before the setting existed: it reads as its default
+    assert cfg.matches(write(tmp_path / "old.json", json.dumps(older)))
+    assert not cfg.matches(write(tmp_path / "other.json", json.dumps(dict(older, max_steps=5))))
+    assert not cfg.matches(tmp_path / "absent.json")
 
 
 def test_toml_config(tmp_path):

@@ -8,7 +8,7 @@ from starbucks.sizes import Size
 from training.data import RetrievalBatches
 from training.losses.common import contrastive_ce, scores
 from training.losses.mrl import mrl_sizes
-from training.losses.srl import srl_losses
+from training.losses.srl import RetrievalObjective, Teacher, srl_losses
 from training.losses.twodmse import TwoDMSEObjective, sample_sizes
 from training_fixtures import tiny_train_model, write_groups
 from training.data import read_groups
@@ -68,6 +68,26 @@ def test_teacher_term_vanishes_when_the_student_matches_it():
     taught = srl_losses(q, p, 2, 1.0, teacher_scores=teacher)
     assert taught[str(full)].item() == pytest.approx(plain[str(full)].item(), abs=1e-5)
     assert taught[str(Size(1, 4))] > plain[str(Size(1, 4))]
+
+
+def test_anchor_is_zero_at_the_teacher_and_pulls_a_drifted_full_size_back(tmp_path):
+    student = tiny_train_model(pooling="mean", normalize=True, similarity="cosine").eval()
+    teacher = Teacher(tiny_train_model(pooling="mean", normalize=True, similarity="cosine"), 0.05)
+    groups = read_groups(write_groups(tmp_path / "g.jsonl"))
+    batch = RetrievalBatches(groups, student.tokenizer, 4, 2, 16, 32, seed=0)(0)
+    sizes = [Size(2, 8), Size(4, 32)]
+    anchored = RetrievalObjective(sizes, 0.05, teacher=teacher, anchor_weight=1.0)
+    assert anchored(student, batch, random.Random(0))["anchor"].item() == pytest.approx(0.0, abs=1e-5)
+    assert "anchor" not in RetrievalObjective(sizes, 0.05, teacher=teacher)(student, batch, random.Random(0))
+    last = student.backbone.encoder.layer[-1].output.dense.weight
+    with torch.no_grad():
+        last.add_(0.5 * torch.randn_like(last))
+    drift = anchored(student, batch, random.Random(0))["anchor"]
+    assert drift.item() > 1e-3
+    drift.backward()
+    assert last.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="anchor needs a teacher"):
+        RetrievalObjective([Size(2, 8), Size(3, 32)], 0.05, teacher=teacher, anchor_weight=1.0)
 
 
 def test_mrl_uses_only_the_last_layer():

@@ -53,6 +53,7 @@ class TrainConfig:
     kl_weight: float = 1.0  # SRL: KL of each sub-size toward the full size
     teacher: str | None = None  # frozen scorer ("base" = the base model) whose distribution all sizes learn
     teacher_weight: float = 1.0
+    anchor_weight: float = 0.0  # pull the full size's vectors toward the teacher's (1 - cosine); needs a teacher
     sts_kl_weight: float = 0.3
     twodmse_kl_temperature: float = 0.3
     encoder_mask_rate: float = 0.2  # smae
@@ -90,6 +91,8 @@ class TrainConfig:
             problems.append("method 'separate' needs separate_size, e.g. \"2x32\"")
         if not 0 < self.encoder_mask_rate <= self.decoder_mask_rate < 1:
             problems.append("mask rates need 0 < encoder_mask_rate <= decoder_mask_rate < 1")
+        if self.anchor_weight and not self.teacher:
+            problems.append("anchor_weight needs a teacher (e.g. \"teacher\": \"base\")")
         if problems:
             raise ValueError("; ".join(problems))
         if self.sizes is not None:
@@ -132,3 +135,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def matches(self, saved: Path) -> bool:
+        """Whether the config saved at ``saved`` is this one; settings added since it was written read as their defaults."""
+        return saved.is_file() and TrainConfig.from_dict(json.loads(saved.read_text()), saved).to_dict() == self.to_dict()

@@ -51,5 +51,5 @@ def build_objective(cfg: TrainConfig, model: StarbucksModel) -> tuple[nn.Module,
         sizes = [Size.parse(s) for s in model.config.sizes]
         kl = cfg.kl_weight if cfg.method == "srl" else 0.0
         objective = RetrievalObjective(sizes, temp, cfg.ce_weight, kl,
-                                       _teacher(cfg, model, model.device), cfg.teacher_weight)
+                                       _teacher(cfg, model, model.device), cfg.teacher_weight, cfg.anchor_weight)
     return objective, batches, len(batches)

@@ -37,8 +37,7 @@ def trained(name: str) -> TrainConfig:
     for other in CONFIGS.glob("compare-*.json"):
         if other.stem != f"compare-{name}" and TrainConfig.load(other).output == cfg.model:
             trained(other.stem.removeprefix("compare-"))
-    saved = Path(cfg.output) / CONFIG_COPY
-    if not (Path(cfg.output) / "config.json").is_file() or json.loads(saved.read_text()) != cfg.to_dict():
+    if not (Path(cfg.output) / "config.json").is_file() or not cfg.matches(Path(cfg.output) / CONFIG_COPY):
         train(cfg)  # missing, or trained from another version of the config
     return cfg
 

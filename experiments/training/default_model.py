@@ -78,8 +78,7 @@ class Recipe:
         return json.loads(self.selection.read_text())["chosen_base_share"]
 
     def is_shipped(self) -> bool:
-        saved = SHIPPED / "train_config.json"
-        return saved.is_file() and json.loads(saved.read_text()) == self.cfg.to_dict()
+        return self.cfg.matches(SHIPPED / "train_config.json")
 
 
 def train_file(name: str, kind: str) -> Path:
@@ -231,7 +230,10 @@ def write_card(recipe: Recipe) -> None:
     card = CARD.format(
         share=share, trained=1 - share, steps=cfg.max_steps, batch=cfg.batch_size, group=cfg.train_group_size,
         lr=cfg.learning_rate, sizes=" ".join(cfg.sizes), plen=cfg.passage_max_length, qlen=cfg.query_max_length,
-        group_less=cfg.train_group_size - 1, ce_weight=cfg.ce_weight, teacher_weight=cfg.teacher_weight, kl_weight=cfg.kl_weight, pseudo=PSEUDO,
+        group_less=cfg.train_group_size - 1, ce_weight=cfg.ce_weight, teacher_weight=cfg.teacher_weight,
+        kl_weight=cfg.kl_weight, pseudo=PSEUDO,
+        anchor=(f", plus an anchor (weight {cfg.anchor_weight:g}) keeping the full size's vectors near the base"
+                " model's (1 - cosine per query and passage)") if cfg.anchor_weight else "",
         holdout=", ".join(f"{n} {c}" for n, c in HOLDOUT.items()),
         selection=table(selection["candidates"], names), results=results_table(recipe),
         losses=full_size_losses(recipe), config=json.dumps(cfg.to_dict(), indent=2), config_path=recipe.path.name,
@@ -254,7 +256,7 @@ SRL fine-tuning (Zhuang et al. 2024): one forward pass gives every size; per siz
 (weight {ce_weight}) over in-batch and BM25 hard negatives (group of {group}: 1 positive + {group_less}
 negatives), plus a KL term (weight {kl_weight}) pulling each smaller size's score distribution toward the
 full size's, plus a KL term (weight {teacher_weight}) toward the frozen base model's full-size scores over
-the same passages, all summed.
+the same passages{anchor}, all summed.
 {steps} steps of {batch} queries, AdamW, lr {lr}, linear warm-up (10 %) and decay, seed 42, on CPU.
 
 Data (`runs/train-data/`, built by the `data` stage): SciFact and NFCorpus train queries with their

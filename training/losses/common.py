@@ -22,3 +22,8 @@ def distribution_kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tenso
         F.log_softmax(student.float(), dim=-1), F.log_softmax(teacher.float(), dim=-1),
         reduction="batchmean", log_target=True,
     )
+
+
+def anchor(student: torch.Tensor, frozen: torch.Tensor) -> torch.Tensor:
+    """Mean 1 - cosine between each vector and the frozen model's vector of the same text."""
+    return (1 - F.cosine_similarity(student.float(), frozen.float(), dim=-1)).mean()

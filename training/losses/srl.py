@@ -3,6 +3,10 @@
 Every size of a fixed list comes from one forward pass; each gets a contrastive
 cross-entropy over in-batch and hard negatives, and every smaller size a KL term
 pulling its score distribution toward the (detached) full size's. All summed.
+
+With a frozen teacher, every size also learns the teacher's score distribution, and an
+optional anchor keeps the full size's vectors near the teacher's: scores over a batch's
+few passages constrain the full size too loosely to stop it drifting out of domain.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from torch import nn
 
 from starbucks.model import StarbucksModel
 from starbucks.sizes import Size
-from training.losses.common import contrastive_ce, distribution_kl, scores
+from training.losses.common import anchor, contrastive_ce, distribution_kl, scores
 
 
 def srl_losses(
@@ -45,24 +49,29 @@ class Teacher:
         self.temperature = temperature
 
     @torch.no_grad()
-    def scores(self, batch) -> torch.Tensor:
+    def vectors(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's query and passage vectors at the teacher's full size."""
         q = self.model.embed(**batch.queries, sizes=[self.size])[self.size]
         p = self.model.embed(**batch.passages, sizes=[self.size])[self.size]
-        return scores(q, p, self.temperature)
+        return q, p
 
 
 class RetrievalObjective(nn.Module):
     """SRL over a fixed size list; with one size and no KL it is plain fine-tuning."""
 
     def __init__(self, sizes: list[Size], temperature: float, ce_weight: float = 1.0,
-                 kl_weight: float = 1.0, teacher: Teacher | None = None, teacher_weight: float = 1.0):
+                 kl_weight: float = 1.0, teacher: Teacher | None = None, teacher_weight: float = 1.0,
+                 anchor_weight: float = 0.0):
         super().__init__()
+        if anchor_weight and (teacher is None or teacher.size != max(sizes)):
+            raise ValueError("the anchor needs a teacher whose full size is the student's largest size")
         self.sizes = sorted(sizes)
         self.temperature = temperature
         self.ce_weight = ce_weight
         self.kl_weight = kl_weight
         self.teacher = teacher
         self.teacher_weight = teacher_weight
+        self.anchor_weight = anchor_weight
 
     def step_sizes(self, rng: random.Random) -> list[Size]:
         """The sizes trained this step (all of them, every step)."""
@@ -72,6 +81,12 @@ class RetrievalObjective(nn.Module):
         sizes = self.step_sizes(rng)
         q = model.embed(**batch.queries, sizes=sizes)
         p = model.embed(**batch.passages, sizes=sizes)
-        teacher_scores = self.teacher.scores(batch) if self.teacher else None
-        return srl_losses(q, p, batch.group_size, self.temperature, self.ce_weight, self.kl_weight,
-                          teacher_scores, self.teacher_weight)
+        if self.teacher is None:
+            return srl_losses(q, p, batch.group_size, self.temperature, self.ce_weight, self.kl_weight)
+        tq, tp = self.teacher.vectors(batch)
+        losses = srl_losses(q, p, batch.group_size, self.temperature, self.ce_weight, self.kl_weight,
+                            scores(tq, tp, self.teacher.temperature), self.teacher_weight)
+        if self.anchor_weight:
+            full = max(q)
+            losses["anchor"] = self.anchor_weight * anchor(torch.cat([q[full], p[full]]), torch.cat([tq, tp]))
+        return losses
