@@ -136,6 +136,11 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def as_read_now(cls, saved: dict, source: object = None) -> dict:
+        """A saved config's settings as read today: settings added since it was written take their defaults."""
+        return cls.from_dict(saved, source).to_dict()
+
     def matches(self, saved: Path) -> bool:
-        """Whether the config saved at ``saved`` is this one; settings added since it was written read as their defaults."""
-        return saved.is_file() and TrainConfig.from_dict(json.loads(saved.read_text()), saved).to_dict() == self.to_dict()
+        """Whether the config saved at ``saved`` is this one."""
+        return saved.is_file() and self.as_read_now(json.loads(saved.read_text()), saved) == self.to_dict()

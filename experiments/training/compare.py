@@ -114,8 +114,7 @@ def main() -> None:
     for method in args.methods:
         out = RESULTS / f"{method}.json"
         done = json.loads(out.read_text()) if out.exists() else {"scores": {}}
-        saved = done.get("config")  # settings added since it was written read as their defaults
-        if (saved and TrainConfig.from_dict(saved).to_dict()) != config_of(method):
+        if (done.get("config") and TrainConfig.as_read_now(done["config"])) != config_of(method):
             done = {"scores": {}}  # scores of another version of the config
         todo = [d for d in args.datasets if d not in done["scores"]]
         if todo:
