@@ -48,9 +48,21 @@ def test_full_collection_commands():
     assert "--index-args" not in command("scifact", None, None, "t")
 
 
-def test_default_model_selection_keeps_the_most_trained_mix_that_matches_the_base_at_full_size(tmp_path, monkeypatch):
+def candidate(tmp_path, monkeypatch, evaluate, merge=lambda *a, **k: None):
+    """A candidate recipe whose selection runs on fake evaluations, with results under tmp_path."""
     from experiments.training import default_model
     from training.config import TrainConfig
+
+    monkeypatch.setattr(default_model, "RESULTS", tmp_path)
+    monkeypatch.setattr(default_model, "merge_folders", merge)
+    monkeypatch.setattr(default_model, "evaluate", evaluate)
+    cfg = TrainConfig(model="all-MiniLM-L6-v2", output=str(tmp_path / "run"), train_files=["x.jsonl"], max_steps=1)
+    (tmp_path / "candidate.json").write_text(json.dumps(cfg.to_dict()))
+    return default_model.Recipe(tmp_path / "candidate.json")
+
+
+def test_default_model_selection_keeps_the_most_trained_mix_that_matches_the_base_at_full_size(tmp_path, monkeypatch):
+    from experiments.training import default_model
 
     full = {"base": 0.50, "mix 0": 0.49, "mix 0.25": 0.51, "mix 0.5": 0.52}  # held-out full-size nDCG@10
     mixes = {}
@@ -64,34 +76,37 @@ def test_default_model_selection_keeps_the_most_trained_mix_that_matches_the_bas
         key = mixes.get(str(path), "base")
         return {"sizes": ["1x16", "6x384"], "scores": {n: {"1x16": 0.1, "6x384": full[key]} for n in names}}
 
-    monkeypatch.setattr(default_model, "RESULTS", tmp_path)
-    monkeypatch.setattr(default_model, "merge_folders", merge)
-    monkeypatch.setattr(default_model, "evaluate", evaluate)
-    cfg = TrainConfig(model="all-MiniLM-L6-v2", output=str(tmp_path / "run"), train_files=["x.jsonl"], max_steps=1)
-    (tmp_path / "candidate.json").write_text(json.dumps(cfg.to_dict()))
-    recipe = default_model.Recipe(tmp_path / "candidate.json")
+    recipe = candidate(tmp_path, monkeypatch, evaluate, merge)
     assert default_model.stage_select(recipe) == 0.25
     assert set(json.loads((tmp_path / "candidate-selection.json").read_text())["candidates"]) == {"base", "mix 0", "mix 0.25"}
     assert "chosen base share: 0.25" in (tmp_path / "candidate-selection.md").read_text()
 
 
-def test_a_candidate_recipe_reuses_the_base_models_held_out_scores(tmp_path, monkeypatch):
+def test_a_candidate_recipe_reuses_the_base_models_scores_and_evaluates_only_what_is_missing(tmp_path, monkeypatch):
     from experiments.training import default_model
-    from training.config import TrainConfig
 
     base = {"sizes": ["6x384"], "scores": {"scifact-holdout": {"6x384": 0.5}, "nfcorpus-holdout": {"6x384": 0.3}}}
     (tmp_path / "shipped-selection.json").write_text(json.dumps({"candidates": {"base": base}}))
     evaluated = []
 
     def evaluate(path, names, collections):
-        evaluated.append(str(path))
-        return {"sizes": ["6x384"], "scores": {n: {"6x384": 0.9} for n in names}}
+        evaluated.append((str(path), list(names)))
+        return {"sizes": ["6x384"], "scores": {n: {"6x384": 0.9 if "mix" in str(path) else 0.4} for n in names}}
 
-    monkeypatch.setattr(default_model, "RESULTS", tmp_path)
-    monkeypatch.setattr(default_model, "merge_folders", lambda *a, **k: None)
-    monkeypatch.setattr(default_model, "evaluate", evaluate)
-    cfg = TrainConfig(model="all-MiniLM-L6-v2", output=str(tmp_path / "run"), train_files=["x.jsonl"], max_steps=1)
-    (tmp_path / "candidate.json").write_text(json.dumps(cfg.to_dict()))
-    assert default_model.stage_select(default_model.Recipe(tmp_path / "candidate.json")) == 0.0
-    assert evaluated == [str(tmp_path / "run-mix0")]
-    assert not default_model.Recipe(tmp_path / "candidate.json").is_shipped()
+    recipe = candidate(tmp_path, monkeypatch, evaluate)
+    assert default_model.stage_select(recipe) == 0.0
+    names = default_model.validation_names()
+    assert evaluated == [("all-MiniLM-L6-v2", default_model.OUT_OF_DOMAIN), (str(tmp_path / "run-mix0"), names)]
+    assert not recipe.is_shipped()
+
+
+def test_selection_passes_over_a_mix_that_loses_the_full_size_out_of_domain(tmp_path, monkeypatch):
+    from experiments.training import default_model
+
+    def evaluate(path, names, collections):
+        out_of_domain = "mix0.25" not in str(path) and "mix" in str(path)  # mix 0 drifts on other domains
+        return {"sizes": ["6x384"], "scores": {
+            n: {"6x384": 0.5 + (0.1 if "holdout" in n else -0.1 if out_of_domain else 0.0)} for n in names}}
+
+    assert default_model.stage_select(candidate(tmp_path, monkeypatch, evaluate)) == 0.25
+    assert "sickr-trial" in (tmp_path / "candidate-selection.md").read_text()

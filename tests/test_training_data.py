@@ -2,10 +2,11 @@
 import json
 
 import pytest
+import torch
 
 from starbucks.errors import InputError, StarbucksError
 from training.config import TrainConfig
-from training.data import RetrievalBatches, batch_items, load_groups, read_groups
+from training.data import RetrievalBatches, batch_items, load_groups, read_groups, read_texts
 from training.loop import train
 from training_fixtures import groups_file, run_config, tiny_train_model, train_model_dir  # noqa: F401
 
@@ -77,7 +78,8 @@ def test_config_errors_name_the_file(tmp_path, train_model_dir, groups_file):
     for change, problem in [({"method": "magic"}, "method must be"), ({"train_files": []}, "train_files is empty"),
                             ({"epochs": 1}, "exactly one of max_steps and epochs"),
                             ({"sizes": ["4by32"]}, "bad size"), ({"batch_size": 0}, "batch_size"),
-                            ({"anchor_weight": 1.0}, "anchor_weight needs a teacher")]:
+                            ({"anchor_weight": 1.0}, "anchor_weight needs a teacher"),
+                            ({"anchor_files": ["t.jsonl"]}, "anchor_files need an anchor_weight")]:
         path = write(tmp_path / "c.json", json.dumps(dict(good, **change)))
         with pytest.raises(InputError, match=problem) as e:
             TrainConfig.load(path)
@@ -115,6 +117,30 @@ def test_batches_are_a_function_of_seed_and_index(groups_file):
         topic = q.removeprefix("facts about ")
         assert topic in passages[3 * i]  # the positive leads its group
         assert all(topic not in p for p in passages[3 * i + 1: 3 * i + 3])
+
+
+def test_anchor_texts_are_read_with_titles_and_bad_lines_named(tmp_path):
+    good = write(tmp_path / "t.jsonl", '{"_id": "1", "title": "Bridges", "text": "trams cross them"}\n\n'
+                                       '{"_id": "2", "text": "prices rose"}\n')
+    assert read_texts(good) == ["Bridges trams cross them", "prices rose"]
+    bad = write(tmp_path / "bad.jsonl", '{"text": "fine"}\n{"title": "no text"}\n')
+    with pytest.raises(InputError, match="no 'text'") as e:
+        read_texts(bad)
+    assert e.value.line == 2 and str(bad) in str(e.value)
+    with pytest.raises(InputError, match="no texts"):
+        read_texts(write(tmp_path / "empty.jsonl", "\n"))
+
+
+def test_anchor_texts_are_drawn_by_seed_and_index(groups_file):
+    tokenizer = tiny_train_model().tokenizer
+    groups = read_groups(groups_file)
+    texts = [f"text number {i}" for i in range(20)]
+    make = lambda seed: RetrievalBatches(groups, tokenizer, 4, 3, 16, 32, seed, anchor_texts=texts,  # noqa: E731
+                                         anchor_batch_size=5)
+    assert torch.equal(make(1)(3).anchor_texts["input_ids"], make(1)(3).anchor_texts["input_ids"])
+    assert not torch.equal(make(1)(3).anchor_texts["input_ids"], make(1)(4).anchor_texts["input_ids"])
+    assert make(1)(0).anchor_texts["input_ids"].shape[0] == 5
+    assert RetrievalBatches(groups, tokenizer, 4, 3, 16, 32, 1)(0).anchor_texts is None
 
 
 def test_every_record_is_seen_once_per_epoch():

@@ -90,6 +90,25 @@ def test_anchor_is_zero_at_the_teacher_and_pulls_a_drifted_full_size_back(tmp_pa
         RetrievalObjective([Size(2, 8), Size(3, 32)], 0.05, teacher=teacher, anchor_weight=1.0)
 
 
+def test_anchor_texts_join_the_anchor_and_carry_its_gradient(tmp_path):
+    student = tiny_train_model(pooling="mean", normalize=True, similarity="cosine").eval()
+    teacher = Teacher(tiny_train_model(pooling="mean", normalize=True, similarity="cosine"), 0.05)
+    groups = read_groups(write_groups(tmp_path / "g.jsonl"))
+    other = ["a tram crosses the bridge", "prices rose in march", "the cat sleeps"]
+    batch = RetrievalBatches(groups, student.tokenizer, 4, 2, 16, 32, seed=0, anchor_texts=other,
+                             anchor_batch_size=2)(0)
+    assert batch.anchor_texts["input_ids"].shape[0] == 2
+    anchored = RetrievalObjective([Size(2, 8), Size(4, 32)], 0.05, teacher=teacher, anchor_weight=1.0)
+    assert anchored(student, batch, random.Random(0))["anchor"].item() == pytest.approx(0.0, abs=1e-5)
+    last = student.backbone.encoder.layer[-1].output.dense.weight
+    with torch.no_grad():
+        last.add_(0.5 * torch.randn_like(last))
+    with_texts = anchored(student, batch, random.Random(0))["anchor"]
+    batch.anchor_texts = None
+    without = anchored(student, batch, random.Random(0))["anchor"]
+    assert with_texts.item() != pytest.approx(without.item(), abs=1e-6)  # the texts are in the mean
+
+
 def test_mrl_uses_only_the_last_layer():
     assert mrl_sizes([Size(1, 16), Size(3, 64), Size(6, 384)], 6) == [Size(6, 16), Size(6, 64), Size(6, 384)]
 

@@ -54,6 +54,8 @@ class TrainConfig:
     teacher: str | None = None  # frozen scorer ("base" = the base model) whose distribution all sizes learn
     teacher_weight: float = 1.0
     anchor_weight: float = 0.0  # pull the full size's vectors toward the teacher's (1 - cosine); needs a teacher
+    anchor_files: list[str] = dataclasses.field(default_factory=list)  # JSONL texts the anchor also covers
+    anchor_batch_size: int = 16  # texts of anchor_files drawn per batch
     sts_kl_weight: float = 0.3
     twodmse_kl_temperature: float = 0.3
     encoder_mask_rate: float = 0.2  # smae
@@ -93,6 +95,10 @@ class TrainConfig:
             problems.append("mask rates need 0 < encoder_mask_rate <= decoder_mask_rate < 1")
         if self.anchor_weight and not self.teacher:
             problems.append("anchor_weight needs a teacher (e.g. \"teacher\": \"base\")")
+        if self.anchor_files and not self.anchor_weight:
+            problems.append("anchor_files need an anchor_weight")
+        if self.anchor_batch_size < 1:
+            problems.append("anchor_batch_size must be at least 1")
         if problems:
             raise ValueError("; ".join(problems))
         if self.sizes is not None:

@@ -97,6 +97,20 @@ def load_groups(specs: Iterable[str], group_size: int) -> list[QueryGroup]:
     return groups
 
 
+def read_texts(path: str | Path) -> list[str]:
+    """The texts of a JSONL file of objects with ``text`` (and optional ``title``), as BEIR corpora and queries are."""
+    path = Path(path)
+    texts = []
+    for n, obj in iter_json_objects(path):
+        text = obj.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("record has no 'text'", path, n)
+        texts.append(passage_text(obj))
+    if not texts:
+        raise InputError("no texts", path)
+    return texts
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     """The shuffled item order of one epoch, fixed by the seed."""
     order = list(range(n))
@@ -128,10 +142,11 @@ class RetrievalBatch:
     queries: dict[str, torch.Tensor]
     passages: dict[str, torch.Tensor]  # query i's group is rows i*G .. i*G+G-1, positive first
     group_size: int
+    anchor_texts: dict[str, torch.Tensor] | None = None  # extra texts the anchor covers
 
     def to(self, device) -> "RetrievalBatch":
-        move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
-        return RetrievalBatch(move(self.queries), move(self.passages), self.group_size)
+        move = lambda d: d and {k: v.to(device) for k, v in d.items()}  # noqa: E731
+        return RetrievalBatch(move(self.queries), move(self.passages), self.group_size, move(self.anchor_texts))
 
 
 class RetrievalBatches:
@@ -139,9 +154,12 @@ class RetrievalBatches:
 
     def __init__(self, groups: list[QueryGroup], tokenizer, batch_size: int, group_size: int,
                  query_max_length: int, passage_max_length: int, seed: int,
-                 query_prefix: str = "", passage_prefix: str = ""):
+                 query_prefix: str = "", passage_prefix: str = "",
+                 anchor_texts: Sequence[str] = (), anchor_batch_size: int = 16):
         if not groups:
             raise InputError("no training records")
+        self.anchor_texts = list(anchor_texts)
+        self.anchor_batch_size = anchor_batch_size
         self.groups = groups
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -171,8 +189,13 @@ class RetrievalBatches:
 
     def __call__(self, index: int) -> RetrievalBatch:
         queries, passages = self.texts(index)
+        anchor = None
+        if self.anchor_texts:
+            items = batch_items(len(self.anchor_texts), self.anchor_batch_size, self.seed, index)
+            anchor = tokenize(self.tokenizer, [self.passage_prefix + self.anchor_texts[i] for i in items],
+                              self.passage_max_length)
         return RetrievalBatch(
             tokenize(self.tokenizer, queries, self.query_max_length),
             tokenize(self.tokenizer, passages, self.passage_max_length),
-            self.group_size,
+            self.group_size, anchor,
         )

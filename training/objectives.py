@@ -8,7 +8,7 @@ from torch import nn
 from starbucks.model import StarbucksModel
 from starbucks.sizes import Size
 from training.config import TrainConfig
-from training.data import RetrievalBatches, load_groups
+from training.data import RetrievalBatches, load_groups, read_texts
 from training.setup import configured_sizes, temperature
 
 
@@ -40,6 +40,7 @@ def build_objective(cfg: TrainConfig, model: StarbucksModel) -> tuple[nn.Module,
     batches = RetrievalBatches(
         groups, model.tokenizer, cfg.batch_size, cfg.train_group_size, cfg.query_max_length,
         cfg.passage_max_length, cfg.seed, model.config.query_prefix, model.config.passage_prefix,
+        [t for path in cfg.anchor_files for t in read_texts(path)], cfg.anchor_batch_size,
     )
     temp = temperature(cfg, model)
     if cfg.method == "2dmse":

@@ -27,7 +27,7 @@ from starbucks.topics import read_qrels, read_topics
 
 # Names used in the results files -> collections of experiments.datasets.
 COLLECTIONS = {"scifact": "scifact", "nfcorpus": "nfcorpus-dev", "dl19": "dl19-pool"}
-STS = ("stsb", "sickr")
+STS = {"stsb": "test", "sickr": "test", "stsb-dev": "dev", "sickr-trial": "trial"}  # name -> split
 
 
 def eval_sizes(model: StarbucksModel) -> list[Size]:
@@ -59,14 +59,15 @@ def retrieval(encoder: Encoder, collection: Collection, sizes: list[Size],
 
 def sts_pairs(name: str) -> tuple[list[str], list[str], list[float]]:
     a, b, y = [], [], []
-    if name == "stsb":
-        for line in open(DATA / "sts/stsbenchmark/sts-test.csv", encoding="utf-8"):
+    split = STS[name]
+    if name.startswith("stsb"):
+        for line in open(DATA / f"sts/stsbenchmark/sts-{split}.csv", encoding="utf-8"):
             parts = line.rstrip("\n").split("\t")
             a.append(parts[5]), b.append(parts[6]), y.append(float(parts[4]))
     else:
         for i, line in enumerate(open(DATA / "sts/sick/SICK.txt", encoding="utf-8")):
             parts = line.rstrip("\n").split("\t")
-            if i and parts[-1] == "TEST":
+            if i and parts[-1] == split.upper():
                 a.append(parts[1]), b.append(parts[2]), y.append(float(parts[4]))
     return a, b, y
 

@@ -6,7 +6,9 @@ pulling its score distribution toward the (detached) full size's. All summed.
 
 With a frozen teacher, every size also learns the teacher's score distribution, and an
 optional anchor keeps the full size's vectors near the teacher's: scores over a batch's
-few passages constrain the full size too loosely to stop it drifting out of domain.
+few passages constrain the full size too loosely to stop it drifting out of domain. The
+anchor may also cover texts of other domains (``anchor_files``), where the training data
+says nothing at all.
 """
 from __future__ import annotations
 
@@ -49,11 +51,9 @@ class Teacher:
         self.temperature = temperature
 
     @torch.no_grad()
-    def vectors(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch's query and passage vectors at the teacher's full size."""
-        q = self.model.embed(**batch.queries, sizes=[self.size])[self.size]
-        p = self.model.embed(**batch.passages, sizes=[self.size])[self.size]
-        return q, p
+    def vectors(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The texts' vectors at the teacher's full size."""
+        return self.model.embed(**tokens, sizes=[self.size])[self.size]
 
 
 class RetrievalObjective(nn.Module):
@@ -83,10 +83,14 @@ class RetrievalObjective(nn.Module):
         p = model.embed(**batch.passages, sizes=sizes)
         if self.teacher is None:
             return srl_losses(q, p, batch.group_size, self.temperature, self.ce_weight, self.kl_weight)
-        tq, tp = self.teacher.vectors(batch)
+        tq, tp = self.teacher.vectors(batch.queries), self.teacher.vectors(batch.passages)
         losses = srl_losses(q, p, batch.group_size, self.temperature, self.ce_weight, self.kl_weight,
                             scores(tq, tp, self.teacher.temperature), self.teacher_weight)
         if self.anchor_weight:
             full = max(q)
-            losses["anchor"] = self.anchor_weight * anchor(torch.cat([q[full], p[full]]), torch.cat([tq, tp]))
+            student, frozen = [q[full], p[full]], [tq, tp]
+            if batch.anchor_texts is not None:
+                student.append(model.embed(**batch.anchor_texts, sizes=[full])[full])
+                frozen.append(self.teacher.vectors(batch.anchor_texts))
+            losses["anchor"] = self.anchor_weight * anchor(torch.cat(student), torch.cat(frozen))
         return losses
