@@ -263,6 +263,7 @@ def write_card(recipe: Recipe) -> None:
     selection = json.loads(recipe.selection.read_text())
     share = selection["chosen_base_share"]
     names = [n for n in validation_names() if all(n in c["scores"] for c in selection["candidates"].values())]
+    shown = [n for n in OUT_OF_DOMAIN if n in names]
     card = CARD.format(
         share=share, trained=1 - share, steps=cfg.max_steps, batch=cfg.batch_size, group=cfg.train_group_size,
         lr=cfg.learning_rate, sizes=" ".join(cfg.sizes), plen=cfg.passage_max_length, qlen=cfg.query_max_length,
@@ -273,7 +274,9 @@ def write_card(recipe: Recipe) -> None:
                 + "".join(f" and per text of {Path(f).name}" for f in cfg.anchor_files) + ")")
         if cfg.anchor_weight else "",
         holdout=", ".join(f"{n} {c}" for n, c in HOLDOUT.items()),
-        shares=", ".join(f"{x:g}" for x in BASE_SHARES), out_of_domain=", ".join(OUT_OF_DOMAIN),
+        shares=", ".join(f"{x:g}" for x in BASE_SHARES),
+        out_of_domain=(f"; sets of other domains and tasks that no result below reports ({', '.join(shown)})"
+                       " are shown beside them") if shown else "",
         selection=table(selection["candidates"], names), results=results_table(recipe),
         losses=full_size_losses(recipe), config=json.dumps(cfg.to_dict(), indent=2), config_path=recipe.path.name,
     )
@@ -305,8 +308,7 @@ teacher term scores. No test split and no DL19 judgement is used.
 
 The trained weights are then mixed with the base model's (`starbucks merge`, WiSE-FT): the share of
 base weights is the first of {shares} whose full size matches the base model's on every held-out
-train query set; sets of other domains and tasks that no result below reports ({out_of_domain}) are
-shown beside them. Chosen: **{share:g}** base, {trained:g} trained. nDCG@10 (retrieval) or Spearman (STS):
+train query set{out_of_domain}. Chosen: **{share:g}** base, {trained:g} trained. nDCG@10 (retrieval) or Spearman (STS):
 
 {selection}
 ## Reproduce
