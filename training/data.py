@@ -145,7 +145,7 @@ class RetrievalBatch:
     anchor_texts: dict[str, torch.Tensor] | None = None  # extra texts the anchor covers
 
     def to(self, device) -> "RetrievalBatch":
-        move = lambda d: d and {k: v.to(device) for k, v in d.items()}  # noqa: E731
+        move = lambda d: None if d is None else {k: v.to(device) for k, v in d.items()}  # noqa: E731
         return RetrievalBatch(move(self.queries), move(self.passages), self.group_size, move(self.anchor_texts))
 
 

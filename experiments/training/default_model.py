@@ -44,6 +44,7 @@ from starbucks.sizes import Size
 from training.build_data import build_pseudo_data, build_train_data, holdout_path
 from training.config import TrainConfig
 from training.loop import train
+from training.losses.sts import read_sts_rows
 from training.merge import merge_folders
 
 STAGES = ("data", "train", "select", "ship", "evaluate")
@@ -107,8 +108,7 @@ def validation_names() -> list[str]:
 
 def write_sentences(source: Path, out: Path) -> int:
     """The distinct sentences of an STS-B file as JSONL texts, written whole or not at all."""
-    sentences = dict.fromkeys(s for line in open(source, encoding="utf-8")
-                              for s in line.rstrip("\n").split("\t")[5:7])
+    sentences = dict.fromkeys(s for pair in zip(*read_sts_rows(source).columns) for s in pair)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text("".join(json.dumps({"_id": str(i), "text": s}) + "\n" for i, s in enumerate(sentences)),
                    encoding="utf-8")
@@ -154,15 +154,14 @@ def stage_select(recipe: Recipe) -> float:
     selection = recipe.selection
     done = json.loads(selection.read_text()) if selection.exists() else {"candidates": {}}
     names = validation_names()
-    earlier = _base_scores()
-    entry = done["candidates"].setdefault("base", earlier)
-    entry["scores"] = {**earlier["scores"], **entry["scores"]}
+    done["candidates"]["base"] = _base_scores()  # this selection's own base scores among them
 
-    def scores(key: str, path: str) -> dict:
+    def scores(key: str, path: Path | str, prepare=lambda: None) -> dict:
         known = done["candidates"].setdefault(key, {"sizes": [], "scores": {}})
         todo = [n for n in names if n not in known["scores"]]
         if todo:
-            result = evaluate(path, todo, collections=validation_sets())
+            prepare()
+            result = evaluate(str(path), todo, collections=validation_sets())
             known.update(sizes=result["sizes"], scores={**known["scores"], **result["scores"]})
             selection.write_text(json.dumps(done, indent=2) + "\n")
         return known["scores"]
@@ -170,10 +169,12 @@ def stage_select(recipe: Recipe) -> float:
     base = scores("base", BASE_MODEL_NAME)
     for share in BASE_SHARES:
         mix = recipe.mix(share)
-        if not (mix / "config.json").is_file() and any(
-                n not in done["candidates"].get(f"mix {share:g}", {}).get("scores", {}) for n in names):
-            merge_folders(recipe.cfg.output, mix, base_weight=share, dtype="float32")
-        trained = scores(f"mix {share:g}", str(mix))
+
+        def make_mix() -> None:
+            if not (mix / "config.json").is_file():
+                merge_folders(recipe.cfg.output, mix, base_weight=share, dtype="float32")
+
+        trained = scores(f"mix {share:g}", mix, make_mix)
         if all(_full(trained[n]) >= _full(base[n]) for n in names if n.endswith("-holdout")):
             done["chosen_base_share"] = share
             selection.write_text(json.dumps(done, indent=2) + "\n")
