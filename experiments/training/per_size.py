@@ -24,6 +24,7 @@ from starbucks.encoder import Encoder
 from starbucks.model import StarbucksModel
 from starbucks.sizes import Size, diagonal
 from starbucks.topics import read_qrels, read_topics
+from training.losses.sts import read_sts_rows
 
 # Names used in the results files -> collections of experiments.datasets.
 COLLECTIONS = {"scifact": "scifact", "nfcorpus": "nfcorpus-dev", "dl19": "dl19-pool"}
@@ -58,17 +59,15 @@ def retrieval(encoder: Encoder, collection: Collection, sizes: list[Size],
 
 
 def sts_pairs(name: str) -> tuple[list[str], list[str], list[float]]:
-    a, b, y = [], [], []
     split = STS[name]
     if name.startswith("stsb"):
-        for line in open(DATA / f"sts/stsbenchmark/sts-{split}.csv", encoding="utf-8"):
-            parts = line.rstrip("\n").split("\t")
-            a.append(parts[5]), b.append(parts[6]), y.append(float(parts[4]))
-    else:
-        for i, line in enumerate(open(DATA / "sts/sick/SICK.txt", encoding="utf-8")):
-            parts = line.rstrip("\n").split("\t")
-            if i and parts[-1] == split.upper():
-                a.append(parts[1]), b.append(parts[2]), y.append(float(parts[4]))
+        rows = read_sts_rows(DATA / f"sts/stsbenchmark/sts-{split}.csv")
+        return rows.columns[0], rows.columns[1], rows.labels
+    a, b, y = [], [], []
+    for i, line in enumerate(open(DATA / "sts/sick/SICK.txt", encoding="utf-8")):
+        parts = line.rstrip("\n").split("\t")
+        if i and parts[-1] == split.upper():
+            a.append(parts[1]), b.append(parts[2]), y.append(float(parts[4]))
     return a, b, y
 
 
