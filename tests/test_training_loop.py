@@ -150,3 +150,24 @@ def test_gradient_checkpointing_gives_the_same_first_step(train_model_dir, group
     ckpt = log_of(train(TrainConfig.from_dict(run_config(train_model_dir, groups_file, tmp_path / "c", max_steps=1,
                                                          grad_checkpointing=True)), progress=False))
     assert ckpt[0]["loss"] == pytest.approx(plain[0]["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_run_learns_and_resumes_with_its_scaler(train_model_dir, groups_file, tmp_path, precision):
+    cfg = run_config(train_model_dir, groups_file, tmp_path / precision, max_steps=30, precision=precision,
+                     save_every=10)
+    out = train(TrainConfig.from_dict(cfg), progress=False)
+    log = log_of(out)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
+    assert sum(r["loss"] for r in log[-5:]) < 0.8 * sum(r["loss"] for r in log[:5])
+    scaler = load_state(latest_checkpoint(out))["scaler"]
+    assert bool(scaler) == (precision == "fp16")  # loss scaling is on for fp16 only, and saved for resume
+    assert next(StarbucksModel.load(out, device="cpu").backbone.parameters()).dtype == torch.float32
+
+
+def test_autocast_is_off_on_cpu_unless_asked(train_model_dir, groups_file, tmp_path):
+    from training.loop import precision_dtype
+    cpu = torch.device("cpu")
+    make = lambda p: TrainConfig.from_dict(run_config(train_model_dir, groups_file, tmp_path, precision=p))  # noqa: E731
+    assert [precision_dtype(make(p), cpu) for p in ("auto", "fp32", "bf16", "fp16")] == \
+        [None, None, torch.bfloat16, torch.float16]

@@ -43,7 +43,7 @@ class TrainConfig:
     grad_accum: int = 1
     grad_checkpointing: bool = False
     max_grad_norm: float = 1.0
-    precision: str = "auto"  # auto: bf16 (or fp16) on a GPU, fp32 on CPU
+    precision: str = "auto"  # auto: bf16 (or fp16) on a GPU, fp32 on CPU; bf16/fp16 force autocast anywhere
     seed: int = 42
     threads: int | None = None  # torch CPU threads
     device: str | None = None

@@ -52,12 +52,13 @@ def make_optimizer(cfg: TrainConfig, modules) -> torch.optim.AdamW:
 
 
 def precision_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: none on CPU (fp32), bf16 where supported, else fp16."""
-    if cfg.precision == "fp32" or device.type != "cuda":
-        return None
-    if cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
+    """The autocast dtype. "auto" is fp32 on CPU (half precision is slower there) and bf16, or fp16
+    where bf16 is unsupported, on a GPU; "bf16" and "fp16" are honoured on any device."""
+    if cfg.precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
 
 
 def save_model(model: StarbucksModel, output: Path, dtype: str) -> None:
@@ -86,7 +87,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, steps, warmup, cfg.schedule))
     dtype = precision_dtype(cfg, model.device)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    scaler = torch.amp.GradScaler(model.device.type, enabled=dtype == torch.float16)  # fp16 needs loss scaling
     if cfg.grad_checkpointing:
         model.backbone.activation_checkpointing_enable({"use_reentrant": False})
 
@@ -128,10 +129,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             params = [p for group in optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
+            scale = scaler.get_scale()
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            if scaler.get_scale() >= scale:  # a step fp16 loss scaling skipped leaves the schedule where it was
+                scheduler.step()
             done = step + 1
             record = {"step": done, "loss": sum(sums.values()), "losses": sums,
                       "lr": lr, "seconds": round(time.time() - started, 2)}
