@@ -153,7 +153,7 @@ def test_gradient_checkpointing_gives_the_same_first_step(train_model_dir, group
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_run_learns_and_resumes_with_its_scaler(train_model_dir, groups_file, tmp_path, precision):
+def test_mixed_precision_run_learns_and_checkpoints_its_scaler(train_model_dir, groups_file, tmp_path, precision):
     cfg = run_config(train_model_dir, groups_file, tmp_path / precision, max_steps=30, precision=precision,
                      save_every=10)
     out = train(TrainConfig.from_dict(cfg), progress=False)

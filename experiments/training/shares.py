@@ -35,20 +35,20 @@ def score_shares(recipe: Recipe) -> dict[str, dict]:
     chosen = recipe.chosen_share()
     done["share 1 (base)"] = json.loads((RESULTS / BASE_RESULTS).read_text())
     done[f"share {chosen:g} (chosen)"] = json.loads(recipe.results.read_text())
-    for share in BASE_SHARES:
-        key = f"share {share:g}"
-        if share == chosen or all(d in done.get(key, {}).get("scores", {}) for d in EVAL_SETS):
+    for share in (s for s in BASE_SHARES if s != chosen):
+        known = done.setdefault(f"share {share:g}", {"sizes": [], "scores": {}, "seconds": {}})
+        todo = [d for d in EVAL_SETS if d not in known["scores"]]
+        if not todo:
             continue
         mix = recipe.mix(share)
         if not (mix / "config.json").is_file():
             merge_folders(recipe.cfg.output, mix, base_weight=share, dtype="float32")
-        result = evaluate(str(mix), [d for d in EVAL_SETS if d not in done.get(key, {}).get("scores", {})])
-        known = done.setdefault(key, {"sizes": result["sizes"], "scores": {}, "seconds": {}})
+        result = evaluate(str(mix), todo)
+        known["sizes"] = result["sizes"]
         known["scores"].update(result["scores"])
         known["seconds"].update(result["seconds"])
         out.write_text(json.dumps(done, indent=2) + "\n")
-    ordered = sorted(done, key=lambda k: float(k.split()[1]))
-    done = {k: done[k] for k in ordered}
+    done = {k: done[k] for k in sorted(done, key=lambda k: float(k.split()[1]))}
     out.write_text(json.dumps(done, indent=2) + "\n")
     return done
 
