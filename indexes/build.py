@@ -25,7 +25,7 @@ from indexes.faiss_index import new_index, fill_index
 from indexes.files import atomic_write, atomic_write_json, file_digest, fsync_dir
 from indexes.manifest import FORMAT_VERSION, INDEX_TYPES, MANIFEST, Manifest
 from starbucks.corpus import Doc, count_docs, iter_corpus, resolve_corpus
-from starbucks.encoder import Encoder
+from starbucks.encoder import Encoder, check_encoder, make_encoder
 from starbucks.errors import InputError, StarbucksError
 from starbucks.model import StarbucksModel
 from starbucks.sizes import Size, parse_sizes
@@ -69,11 +69,14 @@ def build_index(
     batch_size: int = 32,
     overwrite: bool = False,
     progress: bool = True,
+    encoder: str = "auto",
+    threads: int | None = None,
 ) -> Path:
     """Index ``corpus`` into folder ``out``; rerun the same call to resume an interrupted build."""
     out = Path(out)
     if index_type not in INDEX_TYPES:
         raise StarbucksError(f"unknown index type {index_type!r}: choose one of {', '.join(INDEX_TYPES)}")
+    check_encoder(encoder)
     if chunk_size < 1:
         raise StarbucksError("chunk size must be positive")
     if out.exists() and not overwrite:
@@ -107,7 +110,7 @@ def build_index(
         "chunk_size": chunk_size,
     }
     _start_or_resume(work, state)
-    encoder = Encoder(model, batch_size=batch_size)
+    encoder = make_encoder(model, encoder, threads, batch_size=batch_size)
     num_docs, corpus_fp = _encode_chunks(source, work / "chunks", encoder, sizes, chunk_size, progress)
 
     final = work / "final"

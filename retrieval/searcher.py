@@ -11,7 +11,7 @@ import numpy as np
 
 from indexes import Index
 from retrieval.plan import Plan
-from starbucks.encoder import Encoder
+from starbucks.encoder import check_encoder, make_encoder
 from starbucks.errors import StarbucksError
 from starbucks.model import StarbucksModel
 
@@ -39,7 +39,11 @@ class Result:
 class Searcher:
     """Cascaded search over one index. Safe to call from many threads at once."""
 
-    def __init__(self, index: str | Path | Index, model: str | Path | StarbucksModel | None = None):
+    def __init__(self, index: str | Path | Index, model: str | Path | StarbucksModel | None = None,
+                 encoder: str = "auto", threads: int | None = None):
+        """``encoder``: ``auto``, ``torch``, ``onnx`` or ``onnx-int8``; ``threads``: for every library
+        on the query path (default: the available cores; pick 1 for the latency of single queries)."""
+        check_encoder(encoder)
         self.index = index if isinstance(index, Index) else Index(index)
         manifest = self.index.manifest
         if model is None:
@@ -53,7 +57,7 @@ class Searcher:
                 f"{model.fingerprint()}: search it with the model that built it"
             )
         self.model = model
-        self.encoder = Encoder(model)
+        self.encoder = make_encoder(model, encoder, threads)
         self._planner = None
         self._planner_lock = threading.Lock()
 

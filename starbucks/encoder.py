@@ -7,9 +7,33 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from starbucks.errors import InputError
+from starbucks.errors import InputError, StarbucksError
 from starbucks.model import StarbucksModel
 from starbucks.sizes import Size
+
+
+ENCODERS = ("auto", "torch", "onnx", "onnx-int8")
+
+
+def check_encoder(kind: str) -> str:
+    """The encoder name, or a clear error naming the choices."""
+    if kind not in ENCODERS:
+        raise StarbucksError(f"unknown encoder {kind!r}: choose one of {', '.join(ENCODERS)}")
+    return kind
+
+
+def make_encoder(model: StarbucksModel, kind: str = "auto", threads: int | None = None,
+                 batch_size: int = 32) -> "Encoder":
+    """The encoder to search and index with: ``torch``, ONNX Runtime (``onnx``, ``onnx-int8``),
+    or ``auto`` (the default for the device). ``threads`` is applied to every library's pool."""
+    from starbucks.threads import apply_threads
+
+    check_encoder(kind)
+    threads = apply_threads(threads)
+    encoder = Encoder(model, batch_size=batch_size)
+    encoder.kind = "torch"
+    encoder.threads = threads
+    return encoder
 
 
 class Encoder:

@@ -161,14 +161,7 @@ class StarbucksModel(nn.Module):
         """Pool, truncate and (per the config, unless ``normalize`` says otherwise) L2-normalise."""
         sizes = [Size.parse(s) for s in sizes]
         normalize = self.config.normalized if normalize is None else normalize
-        pooled: dict[int, torch.Tensor] = {}
-        for layer in {s.layer for s in sizes}:
-            h = hidden[layer]
-            if self.config.pooling == "cls":
-                pooled[layer] = h[:, 0]
-            else:
-                mask = attention_mask.unsqueeze(-1).to(h.dtype)
-                pooled[layer] = (h * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        pooled = {layer: self.pool_layer(hidden[layer], attention_mask, layer) for layer in {s.layer for s in sizes}}
         vectors = {}
         for size in sizes:
             v = pooled[size.layer][:, : size.dim]
@@ -176,6 +169,17 @@ class StarbucksModel(nn.Module):
                 v = nn.functional.normalize(v, dim=-1)
             vectors[size] = v
         return vectors
+
+    def pool_layer(self, h: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
+        """One layer's pooled vector at full width, before truncation and normalisation.
+
+        Every path that turns hidden states into vectors (training, indexing, the fast
+        encoder's exported graphs) goes through here, so pooling is defined once.
+        """
+        if self.config.pooling == "cls":
+            return h[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(h.dtype)
+        return (h * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
     def embed(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sizes, normalize: bool | None = None
