@@ -71,8 +71,12 @@ def build_index(
     progress: bool = True,
     encoder: str = "auto",
     threads: int | None = None,
+    bm25: bool = False,
 ) -> Path:
-    """Index ``corpus`` into folder ``out``; rerun the same call to resume an interrupted build."""
+    """Index ``corpus`` into folder ``out``; rerun the same call to resume an interrupted build.
+
+    ``bm25``: also store a BM25 index (bm25s) in the folder, so plans can start with a ``bm25`` stage.
+    """
     out = Path(out)
     if index_type not in INDEX_TYPES:
         raise StarbucksError(f"unknown index type {index_type!r}: choose one of {', '.join(INDEX_TYPES)}")

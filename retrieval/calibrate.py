@@ -107,7 +107,8 @@ def learn_margin(searcher: Searcher, point: Point, encoded: Encoded, qids: list[
 
 
 def calibrate(searcher: Searcher, topics: dict[str, str], qrels: Qrels, measure: str = "nDCG@10",
-              tolerance: float = 0.01, topics_name: str = "", progress: bool = True) -> tuple[Frontier, list[Point]]:
+              tolerance: float = 0.01, topics_name: str = "", progress: bool = True,
+              remeasure: bool = False) -> tuple[Frontier, list[Point]]:
     """Measure every plan the planner considers; the frontier (with early-stopping margins) and every point."""
     if not 0 <= tolerance < 1:
         raise ValueError(f"tolerance must be a fraction in [0, 1), not {tolerance!r}")
