@@ -1,0 +1,5 @@
+import sys
+
+from starbucks_cli import main
+
+sys.exit(main())
