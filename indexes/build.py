@@ -9,10 +9,13 @@ byte-identical to an uninterrupted build. The finished index is assembled in
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -32,6 +35,12 @@ from starbucks.sizes import Size, parse_sizes
 
 BUILD_STATE = "build.json"
 DEFAULT_CHUNK = 1024
+EMPTY_DOCS = ("index", "skip")
+EMPTY_IDS_KEPT = 1000  # the manifest lists at most this many empty documents' ids (and counts them all)
+
+
+class EmptyDocsWarning(UserWarning):
+    """Some documents have no text (they are indexed as empty text, or skipped)."""
 
 
 def default_sizes(model: StarbucksModel) -> tuple[list[Size], list[Size]]:
@@ -58,6 +67,49 @@ def partial_dir(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def lock_path(out: Path) -> Path:
+    return out.with_name(out.name + ".lock")
+
+
+@contextlib.contextmanager
+def build_lock(out: Path):
+    """Hold ``OUT.lock`` for the whole build: a second build of the same ``OUT`` is refused.
+
+    The lock is an advisory ``flock``, released by the kernel however the holder ends
+    (even ``kill -9``), so a stale file never blocks a resume; the holder removes the file.
+    """
+    path = lock_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            finally:
+                os.close(fd)
+            raise StarbucksError(
+                f"another build of {out} is running (process {holder}, lock {path}); "
+                f"wait for it to finish, or stop it and rerun this command to resume"
+            ) from None
+        try:  # the file may have been removed by a holder that finished meanwhile: lock the new one
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+
+
 def build_index(
     corpus: str | Path,
     out: str | Path,
@@ -72,22 +124,39 @@ def build_index(
     encoder: str = "auto",
     threads: int | None = None,
     bm25: bool = False,
+    empty_docs: str = "index",
+    device: str | None = None,
 ) -> Path:
     """Index ``corpus`` into folder ``out``; rerun the same call to resume an interrupted build.
 
     ``bm25``: also store a BM25 index (bm25s) in the folder, so plans can start with a ``bm25`` stage.
+    ``empty_docs``: documents with no text are ``index``ed (with the vector of the empty text) or
+    ``skip``ped; either way an :class:`EmptyDocsWarning` and the manifest give their count and ids.
+    ``device``: where the model encodes (default: a GPU when torch sees one).
+
+    Nothing is written before the first chunk of vectors is: a build that fails on its input
+    leaves no ``OUT.partial`` behind. Two builds of one ``out`` at once: the second is refused.
     """
     out = Path(out)
     if index_type not in INDEX_TYPES:
         raise StarbucksError(f"unknown index type {index_type!r}: choose one of {', '.join(INDEX_TYPES)}")
     check_encoder(encoder)
+    if empty_docs not in EMPTY_DOCS:
+        raise StarbucksError(f"empty_docs must be one of {', '.join(EMPTY_DOCS)}, not {empty_docs!r}")
     if chunk_size < 1:
         raise StarbucksError("chunk size must be positive")
+    source = resolve_corpus(corpus)
+    with build_lock(out):
+        return _build(source, out, model, shortlist, rerank, index_type, chunk_size, batch_size, overwrite,
+                      progress, encoder, threads, bm25, empty_docs, device)
+
+
+def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, batch_size, overwrite,
+           progress, encoder, threads, bm25, empty_docs, device) -> Path:
     if out.exists() and not overwrite:
         raise StarbucksError(f"{out} already exists; pass --overwrite to rebuild it")
     if out.exists() and not (out / MANIFEST).is_file():
         raise StarbucksError(f"{out} exists and is not an index; refusing to overwrite it")
-    source = resolve_corpus(corpus)
     if model is None:
         model_name = "default"
     elif isinstance(model, StarbucksModel):
@@ -95,7 +164,7 @@ def build_index(
     else:  # a local folder is recorded absolute, so the index opens from anywhere
         model_name = str(Path(model).resolve()) if Path(model).is_dir() else str(model)
     if not isinstance(model, StarbucksModel):
-        model = StarbucksModel.load(model)
+        model = StarbucksModel.load(model, device=device)
     short_default, rerank_default = default_sizes(model)
     shortlist = parse_sizes(shortlist) if shortlist else short_default
     rerank = [s for s in (parse_sizes(rerank) if rerank else rerank_default) if s not in shortlist]
@@ -112,15 +181,19 @@ def build_index(
         "rerank": [str(s) for s in rerank],
         "index_type": index_type,
         "chunk_size": chunk_size,
+        "empty_docs": empty_docs,
     }
-    _start_or_resume(work, state)
+    _check_resume(work, state)
     encoder = make_encoder(model, encoder, threads, batch_size=batch_size)
-    num_docs, corpus_fp = _encode_chunks(source, work / "chunks", encoder, sizes, chunk_size, progress)
+    num_docs, corpus_fp, empty = _encode_chunks(source, work, state, encoder, sizes, chunk_size, empty_docs, progress)
+    empty_record = _report_empty(empty, empty_docs)
 
     final = work / "final"
     shutil.rmtree(final, ignore_errors=True)
     final.mkdir()
     _assemble(work / "chunks", final, sizes, shortlist, index_type, num_docs, progress)
+    # ---- BM25 storage (bm25=True) goes here: written into `final` before the manifest lists its files ----
+    # ---- end of BM25 storage ----
     files = {
         str(p.relative_to(final)): {"bytes": p.stat().st_size, "sha256": file_digest(p)}
         for p in sorted(final.rglob("*")) if p.is_file()
@@ -129,7 +202,7 @@ def build_index(
         model_name=model_name, model_fingerprint=state["model_fingerprint"],
         model_config=model.config.to_dict(), shortlist=shortlist, rerank=rerank,
         index_type=index_type, num_docs=num_docs, corpus=str(source),
-        corpus_fingerprint=corpus_fp, files=files,
+        corpus_fingerprint=corpus_fp, files=files, empty_docs=empty_record,
     )
     atomic_write_json(final / MANIFEST, manifest.to_dict())
     _publish(final, out)
@@ -137,8 +210,8 @@ def build_index(
     return out
 
 
-def _start_or_resume(work: Path, state: dict) -> None:
-    """Create the work folder, or check an existing one was started with the same settings."""
+def _check_resume(work: Path, state: dict) -> None:
+    """Check an existing work folder was started with the same settings (nothing is created here)."""
     path = work / BUILD_STATE
     if path.is_file():
         try:
@@ -151,9 +224,24 @@ def _start_or_resume(work: Path, state: dict) -> None:
                 f"{work} holds an interrupted build with other settings ({', '.join(changed)}); "
                 f"rerun it with the same settings to resume, or delete {work} to start over"
             )
+
+
+def _start_work(work: Path, state: dict) -> None:
+    """Create the work folder and its settings, when the first chunk is about to be written."""
+    if (work / BUILD_STATE).is_file():
         return
     (work / "chunks").mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, state)
+    atomic_write_json(work / BUILD_STATE, state)
+
+
+def _report_empty(empty: list[str], policy: str) -> dict:
+    """Warn about documents without text; the record the manifest keeps of them."""
+    if empty:
+        shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+        done = "indexed as empty text" if policy == "index" else "skipped"
+        warnings.warn(f"{len(empty)} document(s) have no text, {done} (empty_docs={policy!r}; "
+                      f"listed in the manifest): {shown}", EmptyDocsWarning, stacklevel=3)
+    return {"policy": policy, "count": len(empty), "ids": empty[:EMPTY_IDS_KEPT]}
 
 
 def _chunk_hash(docs: list[Doc]) -> str:
@@ -163,13 +251,19 @@ def _chunk_hash(docs: list[Doc]) -> str:
     return h.hexdigest()
 
 
-def _encode_chunks(source, chunks: Path, encoder: Encoder, sizes, chunk_size: int, progress: bool) -> tuple[int, str]:
-    """Stream the corpus; encode every chunk not already on disk. Returns (count, corpus hash)."""
+def _encode_chunks(source, work: Path, state: dict, encoder: Encoder, sizes, chunk_size: int, empty_docs: str,
+                   progress: bool) -> tuple[int, str, list[str]]:
+    """Stream the corpus; encode every chunk not already on disk.
+
+    Returns (documents indexed, corpus hash, ids of documents without text).
+    """
+    chunks = work / "chunks"
     total = count_docs(source)
     if total == 0:
         raise InputError("corpus is empty", source)
     corpus_hash = hashlib.sha256()
     seen: set[bytes] = set()
+    empty: list[str] = []
     batch: list[Doc] = []
     number = 0
     count = 0
@@ -189,6 +283,7 @@ def _encode_chunks(source, chunks: Path, encoder: Encoder, sizes, chunk_size: in
                 source,
             )
         if done is None:
+            _start_work(work, state)
             vectors = encoder.encode_passages([d.text for d in batch], sizes)
             arrays = {str(s): vectors[s].astype(np.float16) for s in sizes}
             docids = np.array([d.docid for d in batch])
@@ -202,6 +297,11 @@ def _encode_chunks(source, chunks: Path, encoder: Encoder, sizes, chunk_size: in
         if key in seen:
             raise InputError(f"duplicate document id {doc.docid!r}", source, doc.line)
         seen.add(key)
+        if not doc.text:
+            empty.append(doc.docid)
+            if empty_docs == "skip":
+                bar.update(1)
+                continue
         batch.append(doc)
         count += 1
         if len(batch) == chunk_size:
@@ -210,11 +310,11 @@ def _encode_chunks(source, chunks: Path, encoder: Encoder, sizes, chunk_size: in
         flush()
     bar.close()
     if count == 0:
-        raise InputError("corpus is empty", source)
+        raise InputError("corpus is empty" if not empty else "every document of the corpus is empty", source)
     # Chunks past the end belong to a longer earlier corpus.
     if (chunks / f"{number:08d}.npz").exists():
         raise InputError(f"the corpus shrank since the interrupted build; delete {chunks.parent} to start over", source)
-    return count, corpus_hash.hexdigest()
+    return count, corpus_hash.hexdigest(), empty
 
 
 def _stored_hash(path: Path) -> str | None:
@@ -263,6 +363,23 @@ def _assemble(chunks: Path, final: Path, sizes, shortlist, index_type: str, num_
         if p.is_file():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
+
+
+def summary(out: Path, seconds: float) -> str:
+    """What a finished build made: documents, sizes, time, speed and bytes on disk."""
+    manifest = json.loads((out / MANIFEST).read_text())
+    docs = manifest["num_docs"]
+    on_disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    empty = manifest.get("empty_docs") or {}
+    lines = [
+        f"index written to {out}: {docs:,} documents in {seconds:.1f} s ({docs / max(seconds, 1e-9):,.1f} docs/s"
+        f" in this run), {on_disk / 1e6:,.1f} MB on disk",
+        f"  shortlist (FAISS {manifest['index_type']}): {', '.join(manifest['shortlist']) or 'none'};"
+        f" rerank: {', '.join(manifest['rerank']) or 'none'}",
+    ]
+    if empty.get("count"):
+        lines.append(f"  {empty['count']} empty document(s) {'indexed' if empty['policy'] == 'index' else 'skipped'}")
+    return "\n".join(lines)
 
 
 def _publish(final: Path, out: Path) -> None:

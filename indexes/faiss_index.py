@@ -14,6 +14,54 @@ HNSW_EF_SEARCH = 128
 IVFPQ_MIN_DOCS = 1000
 
 
+def gpu_count() -> int:
+    """GPUs FAISS can use: 0 with the CPU build (faiss-cpu), or when none is visible."""
+    get = getattr(faiss, "get_num_gpus", None)
+    try:
+        return int(get()) if get is not None else 0
+    except RuntimeError:  # a GPU build on a machine without a usable driver
+        return 0
+
+
+_GPU_RESOURCES = None
+
+
+def to_gpu(index: "faiss.Index", device: int = 0) -> "faiss.Index":
+    """A flat or IVF index copied to GPU ``device`` when a GPU build of FAISS sees one; else ``index``.
+
+    HNSW has no GPU version and stays on the CPU. The copy answers ``search`` like the
+    original (GPU FAISS caps k at 2048 for flat and IVF indexes; deeper shortlists stay on the CPU).
+    """
+    global _GPU_RESOURCES
+    if gpu_count() == 0 or not hasattr(faiss, "StandardGpuResources"):
+        return index
+    if not isinstance(index, (faiss.IndexFlat, faiss.IndexIVF)):
+        return index
+    if _GPU_RESOURCES is None:
+        _GPU_RESOURCES = faiss.StandardGpuResources()
+    try:
+        return GpuShortlist(index, faiss.index_cpu_to_gpu(_GPU_RESOURCES, device, index))
+    except RuntimeError:  # out of GPU memory, or a type this build cannot move: stay on the CPU
+        return index
+
+
+GPU_MAX_K = 2048
+
+
+class GpuShortlist:
+    """A shortlist index on the GPU with its CPU original, for searches deeper than the GPU allows."""
+
+    def __init__(self, cpu: "faiss.Index", gpu: "faiss.Index"):
+        self.cpu, self.gpu = cpu, gpu
+        self.ntotal, self.d = cpu.ntotal, cpu.d
+
+    def search(self, queries: np.ndarray, k: int):
+        return (self.gpu if k <= GPU_MAX_K else self.cpu).search(queries, k)
+
+    def __getattr__(self, name):  # anything else (nprobe, reconstruct, ...) from the CPU original
+        return getattr(self.cpu, name)
+
+
 def ivfpq_params(num_docs: int, dim: int) -> dict:
     """nlist about 4*sqrt(n), 8-bit codes of 4 dims each (dim/4 bytes per vector)."""
     nlist = max(1, min(int(4 * math.sqrt(num_docs)), num_docs // 39))

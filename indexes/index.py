@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from indexes.docids import DocidTable
+from indexes.faiss_index import to_gpu
 from indexes.files import file_digest
 from indexes.manifest import Manifest
 from starbucks.errors import InputError, StarbucksError
@@ -46,18 +47,11 @@ class Index:
                 raise InputError(f"corrupt FAISS index ({str(e).splitlines()[0]})", file) from None
             if index.ntotal != self.manifest.num_docs or index.d != s.dim:
                 raise InputError(f"FAISS index holds {index.ntotal} x {index.d}, expected {self.manifest.num_docs} x {s.dim}", file)
-            self.shortlist[s] = index
+            self.shortlist[s] = to_gpu(index)  # unchanged without a GPU build of FAISS
 
     def _check_files(self, verify: bool) -> None:
         """Sizes always (cheap, catches truncation); checksums when asked (reads everything)."""
-        for rel, meta in self.manifest.files.items():
-            file = self.path / rel
-            if not file.is_file():
-                raise InputError("missing index file", file)
-            if file.stat().st_size != meta["bytes"]:
-                raise InputError(f"index file is {file.stat().st_size} bytes, expected {meta['bytes']} (truncated?)", file)
-            if verify and file_digest(file) != meta["sha256"]:
-                raise InputError("index file is corrupt (checksum mismatch)", file)
+        check_files(self.path, self.manifest, verify)
 
     def __len__(self) -> int:
         return self.manifest.num_docs
@@ -102,6 +96,30 @@ class Index:
         scores = np.empty(len(rows), dtype=np.float32)
         scores[order] = _dot(self.vectors[size][rows[order]], np.asarray(query, dtype=np.float32)[None])[0]
         return scores
+
+
+def check_files(folder: Path, manifest: Manifest, verify: bool) -> tuple[int, int]:
+    """Every file the manifest lists exists with its size; with ``verify`` also its SHA-256.
+
+    Returns (files, bytes). A file changed in place without changing size passes the
+    size check and is caught only by ``verify``.
+    """
+    total = 0
+    for rel, meta in manifest.files.items():
+        file = folder / rel
+        if not file.is_file():
+            raise InputError("missing index file", file)
+        if file.stat().st_size != meta["bytes"]:
+            raise InputError(f"index file is {file.stat().st_size} bytes, expected {meta['bytes']} (truncated?)", file)
+        if verify and file_digest(file) != meta["sha256"]:
+            raise InputError("index file is corrupt (checksum mismatch): rebuild the index or restore this file", file)
+        total += meta["bytes"]
+    return len(manifest.files), total
+
+
+def verify_index(path: str | Path) -> tuple[int, int]:
+    """``starbucks verify``: the manifest reads, and every file's size and checksum match it."""
+    return check_files(Path(path), Manifest.read(Path(path)), verify=True)
 
 
 def _dot(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:

@@ -26,6 +26,8 @@ class Manifest:
     corpus_fingerprint: str
     files: dict[str, dict]  # relative path -> {"bytes", "sha256"}
     format_version: int = FORMAT_VERSION
+    # documents without text: {"policy": "index" | "skip", "count": n, "ids": [first 1000 ids]}
+    empty_docs: dict = dataclasses.field(default_factory=dict)
 
     @property
     def sizes(self) -> list[Size]:

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import statistics
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -53,12 +55,52 @@ def score(rankings: Rankings, qrels: Qrels, measures) -> dict[str, float]:
     return {str(m): float(values.get(m, 0.0)) for m in measures}
 
 
-def write_trec(path: Path, rankings: Rankings, tag: str) -> None:
+def run_scores(scores: Sequence[float]) -> list[float]:
+    """A ranking's scores as written to a run file: the real score wherever it is below the one above,
+    else just below that one, so tools that sort by score (trec_eval) read the ranking's own order.
+
+    Only ties and a cascade's tail are moved: what an earlier, smaller stage dropped is scored at
+    that size, which can be above the last stage's scores.
+    """
+    out: list[float] = []
+    for s in scores:
+        s = float(s)
+        if out and not s < out[-1]:
+            s = out[-1] - max(abs(out[-1]) * 1e-6, 1e-6)
+        out.append(s)
+    return out
+
+
+def run_tag(*parts: str) -> str:
+    """A TREC run tag (one token): the parts joined by '_', anything but [A-Za-z0-9.:,@+-] dropped."""
+    return "_".join(re.sub(r"[^A-Za-z0-9.:,@+\-]+", "-", p).strip("-") for p in parts if p)
+
+
+def write_trec(path: Path, rankings: Rankings, tag: str, scores: dict[str, Sequence[float]] | None = None) -> None:
+    """A TREC run file; ``scores`` (per query, along the ranking) are written through :func:`run_scores`,
+    without them the scores count down from the ranking's length."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         for qid, docids in rankings.items():
-            for rank, docid in enumerate(docids, 1):
-                f.write(f"{qid} Q0 {docid} {rank} {len(docids) - rank + 1} {tag}\n")
+            values = run_scores(scores[qid]) if scores is not None else [len(docids) - i for i in range(len(docids))]
+            for rank, (docid, value) in enumerate(zip(docids, values), 1):
+                f.write(f"{qid} Q0 {docid} {rank} {value:.6g} {tag}\n")
+
+
+def check_coverage(qrels: Qrels, topics: dict[str, str], docids, where: object = "qrels",
+                   threshold: float = 0.5) -> float:
+    """The share of judged relevant documents the index holds; a warning when it is below ``threshold``
+    (the qrels and the index likely belong to different collections, or the index is a sample)."""
+    judged = {d for q, docs in qrels.items() if q in topics for d, rel in docs.items() if rel > 0}
+    if not judged:
+        return 1.0
+    present = set(docids)
+    share = sum(d in present for d in judged) / len(judged)
+    if share < threshold:
+        warnings.warn(f"{where}: only {share:.0%} of the {len(judged)} relevant documents judged for these "
+                      f"topics are in the index; do the qrels and the index belong to the same corpus?",
+                      stacklevel=2)
+    return share
 
 
 @dataclasses.dataclass
@@ -106,8 +148,14 @@ def make_row(name: str, rankings: Rankings, latencies: list[float], wall: float,
 
 
 def evaluate_searcher(searcher, topics: dict[str, str], qrels: Qrels, budget: Plan | float | None,
-                      measures, batch: int = 1, runs_dir: Path | None = None, progress: bool = True) -> Row:
-    """Evaluate one plan (or budget) over the judged topics."""
+                      measures, batch: int = 1, runs_dir: Path | None = None, progress: bool = True,
+                      written: set[str] | None = None) -> Row:
+    """Evaluate one plan (or budget) over the judged topics.
+
+    With ``runs_dir``, the ranking goes to a TREC run file named after the row (a budget's file
+    says so); ``written`` holds the names already written by this evaluation, so two rows that
+    resolve to the same plan get two files.
+    """
     topics = judged_topics(topics, qrels)
     depth = min(depth_for(measures), len(searcher.index))
     if isinstance(budget, Plan):
@@ -115,12 +163,28 @@ def evaluate_searcher(searcher, topics: dict[str, str], qrels: Qrels, budget: Pl
     plan = searcher.resolve(budget, depth)
     name = str(plan) if budget is None or isinstance(budget, Plan) else f"budget {budget:g} ms: {plan}"
 
+    scores: dict[str, list[float]] = {}
+
     def search(queries):
-        return [r.docids for r in searcher.search_batch(queries, k=depth, budget=plan)]
+        results = searcher.search_batch(queries, k=depth, budget=plan)
+        for query, r in zip(queries, results):
+            scores[query] = r.scores
+        return [r.docids for r in results]
 
     rankings, latencies, wall = timed_rankings(topics, search, batch, str(plan), progress)
     if runs_dir is not None:
-        write_trec(Path(runs_dir) / f"{str(plan).replace(':', '@').replace(',', '_')}.trec", rankings, "starbucks")
+        stem = str(plan).replace(":", "@").replace(",", "_")
+        if not (budget is None or isinstance(budget, Plan)):
+            stem = f"budget{budget:g}ms_{stem}"
+        written = set() if written is None else written
+        name_on_disk, n = stem, 1
+        while name_on_disk in written:
+            n += 1
+            name_on_disk = f"{stem}_{n}"
+        written.add(name_on_disk)
+        model = Path(str(searcher.index.manifest.model_name)).name
+        write_trec(Path(runs_dir) / f"{name_on_disk}.trec", rankings, run_tag("starbucks", model, str(plan)),
+                   {q: scores[topics[q]] for q in rankings})
     return make_row(name, rankings, latencies, wall, qrels, measures, batch)
 
 

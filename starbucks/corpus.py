@@ -76,6 +76,31 @@ def iter_corpus(spec: str | Path) -> Iterator[Doc]:
         raise InputError("unknown corpus format: expected .jsonl or .tsv", source)
 
 
+def decode_line(raw: bytes, path: object, line: int) -> str:
+    """One line of a text file as str; bytes that are not UTF-8 are an error naming the line."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text (byte {e.start + 1} of the line; a binary or other-encoding file?)",
+                         path, line) from None
+
+
+def decode_text(data: bytes, path: object) -> str:
+    """A whole text file as str; bytes that are not UTF-8 are an error naming the line."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError("not UTF-8 text (a binary or other-encoding file?)", path, line) from None
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) for every line of a (possibly gzipped) UTF-8 file."""
+    with open_text(path) as f:
+        for n, raw in enumerate(f.buffer, 1):
+            yield n, decode_line(raw, path, n)
+
+
 def count_docs(spec: str | Path) -> int | None:
     """The number of documents, cheaply where possible (for progress bars)."""
     source = resolve_corpus(spec)
@@ -86,30 +111,28 @@ def count_docs(spec: str | Path) -> int | None:
         except (AttributeError, KeyError, NotImplementedError, OSError):
             return None
     with open_text(source) as f:
-        return sum(1 for line in f if line.strip())
+        return sum(1 for line in f.buffer if line.strip())
 
 
 def _doc(docid: object, title: str, text: str, path, line: int) -> Doc:
+    """A document; an empty one (no title, no text, as Cranfield's 471 and 995) keeps text "",
+    and the indexer decides what to do with it."""
     docid = check_docid(docid, path, line)
-    body = f"{title or ''} {text or ''}".strip()
-    if not body:
-        raise InputError(f"document {docid!r} has no text", path, line)
-    return Doc(docid, body, line)
+    return Doc(docid, f"{title or ''} {text or ''}".strip(), line)
 
 
 def iter_json_objects(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSONL file, rejecting anything else."""
-    with open_text(path) as f:
-        for n, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise InputError(f"malformed JSON ({e.msg})", path, n) from None
-            if not isinstance(obj, dict):
-                raise InputError("expected a JSON object", path, n)
-            yield n, obj
+    for n, raw in read_lines(path):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise InputError(f"malformed JSON ({e.msg})", path, n) from None
+        if not isinstance(obj, dict):
+            raise InputError("expected a JSON object", path, n)
+        yield n, obj
 
 
 def _iter_jsonl(path: Path) -> Iterator[Doc]:
@@ -124,15 +147,14 @@ def _iter_jsonl(path: Path) -> Iterator[Doc]:
 
 
 def _iter_tsv(path: Path) -> Iterator[Doc]:
-    with open_text(path) as f:
-        for n, raw in enumerate(f, 1):
-            raw = raw.rstrip("\r\n")
-            if not raw.strip():
-                continue
-            parts = raw.split("\t")
-            if len(parts) != 2:
-                raise InputError(f"expected 2 tab-separated columns (id, text), found {len(parts)}", path, n)
-            yield _doc(parts[0], "", parts[1], path, n)
+    for n, raw in read_lines(path):
+        raw = raw.rstrip("\r\n")
+        if not raw.strip():
+            continue
+        parts = raw.split("\t")
+        if len(parts) != 2:
+            raise InputError(f"expected 2 tab-separated columns (id, text), found {len(parts)}", path, n)
+        yield _doc(parts[0], "", parts[1], path, n)
 
 
 def _irds(dataset_id: str):

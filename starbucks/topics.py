@@ -5,7 +5,7 @@ import json
 import re
 from pathlib import Path
 
-from starbucks.corpus import IRDS_PREFIX, _irds, open_text
+from starbucks.corpus import IRDS_PREFIX, _irds, decode_text, open_text, read_lines
 from starbucks.errors import InputError
 
 Qrels = dict[str, dict[str, int]]
@@ -21,7 +21,7 @@ def read_topics(spec: str | Path) -> dict[str, str]:
     if path.is_dir():
         path = path / "queries.jsonl"
     with open_text(path) as f:
-        content = f.read()
+        content = decode_text(f.buffer.read(), path)
     if "<top>" in content:
         return _trec_topics(content, path)
     topics: dict[str, str] = {}
@@ -73,23 +73,22 @@ def read_qrels(spec: str | Path) -> Qrels:
         return qrels
     path = Path(spec)
     qrels = {}
-    with open_text(path) as f:
-        for n, raw in enumerate(f, 1):
-            parts = raw.split()
-            if not parts:
-                continue
-            if n == 1 and parts[0].lower() in ("query-id", "query_id", "qid"):
-                continue  # BEIR header: query-id corpus-id score
-            if len(parts) == 3:
-                qid, docid, rel = parts
-            elif len(parts) == 4:
-                qid, _, docid, rel = parts
-            else:
-                raise InputError(f"expected 3 (BEIR) or 4 (TREC) columns, found {len(parts)}", path, n)
-            try:
-                qrels.setdefault(qid, {})[docid] = int(rel)
-            except ValueError:
-                raise InputError(f"relevance {rel!r} is not an integer", path, n) from None
+    for n, raw in read_lines(path):
+        parts = raw.split()
+        if not parts:
+            continue
+        if n == 1 and parts[0].lower() in ("query-id", "query_id", "qid"):
+            continue  # BEIR header: query-id corpus-id score
+        if len(parts) == 3:
+            qid, docid, rel = parts
+        elif len(parts) == 4:
+            qid, _, docid, rel = parts
+        else:
+            raise InputError(f"expected 3 (BEIR) or 4 (TREC) columns, found {len(parts)}", path, n)
+        try:
+            qrels.setdefault(qid, {})[docid] = int(rel)
+        except ValueError:
+            raise InputError(f"relevance {rel!r} is not an integer", path, n) from None
     if not qrels:
         raise InputError("no judgements found", path)
     return qrels

@@ -28,7 +28,6 @@ def test_jsonl_beir_folder_and_tsv(tmp_path):
     ('{"_id": "a", "text": "ok"}\n{"_id": "", "text": "x"}\n', "empty document id", 2),
     ('{"_id": "a b", "text": "x"}\n', "whitespace", 1),
     ('{"text": "x"}\n', "no id", 1),
-    ('{"_id": "a", "title": "", "text": "  "}\n', "no text", 1),
     ('{"_id": "a"}\n', "no 'text'", 1),
     ('[1, 2]\n', "JSON object", 1),
 ])
