@@ -185,8 +185,10 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
     }
     _check_resume(work, state)
     encoder = make_encoder(model, encoder, threads, batch_size=batch_size)
+    encoder.quiet_truncation = True  # said once below, with the totals
     num_docs, corpus_fp, empty = _encode_chunks(source, work, state, encoder, sizes, chunk_size, empty_docs, progress)
     empty_record = _report_empty(empty, empty_docs)
+    _report_truncation(encoder)
 
     final = work / "final"
     shutil.rmtree(final, ignore_errors=True)
@@ -232,6 +234,17 @@ def _start_work(work: Path, state: dict) -> None:
         return
     (work / "chunks").mkdir(parents=True, exist_ok=True)
     atomic_write_json(work / BUILD_STATE, state)
+
+
+def _report_truncation(encoder) -> None:
+    """One warning with how many passages this run cut to the model's passage length."""
+    from starbucks.truncation import TruncationWarning
+
+    counts = getattr(encoder, "truncated", {}).get("passages")
+    if counts and counts["cut"]:
+        warnings.warn(f"{counts['cut']} of {counts['total']} passages encoded in this run were longer than "
+                      f"{counts['limit']} tokens and were cut to {counts['limit']} (the model's passage length)",
+                      TruncationWarning, stacklevel=3)
 
 
 def _report_empty(empty: list[str], policy: str) -> dict:

@@ -64,15 +64,14 @@ class Encoder:
         return self._encode(texts, sizes, self.config.passage_max_length, batch_size)
 
     def _tokenize(self, texts: Sequence[str], max_length: int, check_length: bool) -> list[list[int]]:
-        """Token ids cut to ``max_length``; with ``check_length``, longer than the model can read is an error."""
+        """Token ids cut to ``max_length`` (queries if ``check_length``, else passages): the policy of
+        starbucks.truncation, which counts the cuts and says so once."""
+        from starbucks.truncation import note_truncation
+
         limit = min(max_length, self.model.max_positions)
-        probe = self.model.max_positions + 1 if check_length else limit
         with self._tok_lock:
-            ids = self.model.tokenizer(list(texts), truncation=True, max_length=probe)["input_ids"]
-        if check_length:
-            for i, row in enumerate(ids):
-                if len(row) > self.model.max_positions:
-                    raise InputError(f"query {i} is longer than the model's maximum of {self.model.max_positions} tokens")
+            ids = self.model.tokenizer(list(texts), truncation=True, max_length=limit + 1)["input_ids"]
+        note_truncation(self, "queries" if check_length else "passages", sum(len(r) > limit for r in ids), len(ids), limit)
         # Cut to the configured length, keeping the closing special token as truncation does.
         return [row if len(row) <= limit else row[: limit - 1] + row[-1:] for row in ids]
 

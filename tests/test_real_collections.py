@@ -53,3 +53,37 @@ def test_cli_indexes_cranfield_and_says_so_in_one_line(tmp_path, tiny_model_dir,
     assert len(warning) == 1 and "471, 995" in warning[0]
     assert "32 documents" in captured.out and "docs/s" in captured.out and "MB on disk" in captured.out
     assert "1 x 8" not in captured.out and "1x8" in captured.out
+
+
+def test_long_queries_and_passages_are_cut_and_said_once_with_counts(tiny_model):
+    from starbucks.encoder import make_encoder
+    from starbucks.truncation import TruncationWarning
+
+    encoder = make_encoder(tiny_model, threads=1)
+    limit = tiny_model.config.query_max_length
+    huge = "coffee " * 2000  # past the model's 512 positions: was an error
+    mid = "jazz " * (limit + 5)
+    with pytest.warns(TruncationWarning, match=rf"2 of 3 queries were longer than {limit} tokens"):
+        vectors = encoder.encode_queries([huge, mid, "short"], ["4x48"])
+    assert all(np.isfinite(v).all() for v in vectors.values())
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once: the next cut is only counted
+        encoder.encode_queries([huge], ["4x48"])
+    assert encoder.truncated["queries"] == {"cut": 3, "total": 4, "limit": limit}
+    with pytest.warns(TruncationWarning, match=r"1 of 2 passages"):
+        encoder.encode_passages(["volcano " * 300, "short"], ["4x48"])
+
+
+def test_an_index_build_reports_cut_passages_once(tmp_path, tiny_model):
+    from starbucks.truncation import TruncationWarning
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": str(i), "text": "tide " * (10 if i % 2 else 200)}) + "\n"
+                              for i in range(40)))
+    with pytest.warns(TruncationWarning) as caught:
+        build_index(corpus, tmp_path / "idx", model=tiny_model, shortlist="1x8", rerank="4x48", chunk_size=8,
+                    progress=False)
+    messages = [str(w.message) for w in caught if issubclass(w.category, TruncationWarning)]
+    assert len(messages) == 1 and messages[0].startswith("20 of 40 passages")
