@@ -84,7 +84,7 @@ def write_trec(path: Path, rankings: Rankings, tag: str, scores: dict[str, Seque
         for qid, docids in rankings.items():
             values = run_scores(scores[qid]) if scores is not None else [len(docids) - i for i in range(len(docids))]
             for rank, (docid, value) in enumerate(zip(docids, values), 1):
-                f.write(f"{qid} Q0 {docid} {rank} {value:.6g} {tag}\n")
+                f.write(f"{qid} Q0 {docid} {rank} {value:.10g} {tag}\n")
 
 
 def check_coverage(qrels: Qrels, topics: dict[str, str], docids, where: object = "qrels",
