@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -244,11 +243,10 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.datasets:
         print(f"== {name}", flush=True)
-        machine = runtime.machine(args.threads)
+        results = runtime.record("experiments.frontier", args.threads, argv)
         result = run(name, args)
-        machine["load_average_at_end"] = runtime.machine(args.threads)["load_average"]
-        results = {"command": "python -m experiments.frontier " + " ".join(sys.argv[1:] if argv is None else argv), "tag": args.tag,
-                   "machine": machine, "result": result}
+        results["machine"]["load_average_at_end"] = runtime.machine(args.threads)["load_average"]
+        results.update({"tag": args.tag, "result": result})
         stem = args.out / f"{name.replace('/', '-')}-{args.tag}"
         plot(result, stem.with_suffix(".png"))
         stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")

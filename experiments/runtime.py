@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 
 
 def setup(threads: int | None) -> None:
@@ -22,3 +23,12 @@ def machine(threads: int | None) -> dict:
     """Platform, cores, threads used and the load average now (other work on the machine shows there)."""
     return {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": threads,
             "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def record(module: str, threads: int | None, argv: list[str] | None = None) -> dict:
+    """What every results file starts with: the command (paths relative to the working folder),
+    the git commit, package versions and the machine; see starbucks.provenance."""
+    from starbucks.provenance import provenance
+
+    found = provenance(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
+    return {"command": " ".join(found.pop("command")), **found, "machine": machine(threads)}

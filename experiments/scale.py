@@ -24,7 +24,6 @@ import json
 import resource
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -220,8 +219,7 @@ def main() -> None:
     model = Searcher(real).model
     topics = dict(list(read_topics(args.topics).items())[: args.queries])
     result = {
-        "command": "python -m experiments.scale " + " ".join(sys.argv[1:]),
-        "machine": runtime.machine(args.threads),
+        **runtime.record("experiments.scale", args.threads),
         "model": real.manifest.model_name, "fit_index": str(args.fit_index), "fit_documents": len(real),
         "queries": len(topics), "target_recall@10": TARGET,
     }

@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 
 def build(name: str, corpus: str, out: Path, model: str | None, extra: list[str]) -> dict:
     """Index in a child process; wall time, docs/s and the child's peak RSS."""
-    cmd = [sys.executable, "-m", "retrieval.cli", "-q", "index", corpus, "--out", str(out), *extra]
+    cmd = [sys.executable, "-m", "starbucks_cli", "-q", "index", corpus, "--out", str(out), *extra]
     if model:
         cmd += ["--model", model]
     if out.exists():
@@ -108,8 +108,7 @@ def main() -> None:
     runtime.setup(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     results = {
-        "command": "python -m experiments.sizes_and_plans " + " ".join(sys.argv[1:]),
-        "machine": runtime.machine(args.threads),
+        **runtime.record("experiments.sizes_and_plans", args.threads),
         "collections": [],
     }
     for name in args.datasets:

@@ -15,7 +15,6 @@ import argparse
 import itertools
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -81,8 +80,7 @@ def main() -> None:
         agreement[str(size)] = float(np.mean(np.sum(stored * vectors, axis=1)))
     total = sum(passes.values())
     result = {
-        "command": "python -m experiments.throughput " + " ".join(sys.argv[1:]),
-        "machine": runtime.machine(args.threads),
+        **runtime.record("experiments.throughput", args.threads),
         "model": args.model, "docs": len(docs), "max_length": max_length, "batch_size": BATCH,
         "sizes": [str(s) for s in index.sizes],
         "starbucks_index": indexing,

@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = ["starbucks", *argv]  # as results files record it
     plain_warnings()
     try:
         check = getattr(args, "check", None)

@@ -99,7 +99,7 @@ def run(args) -> None:
     written: set[str] = set()
     rows = [evaluate_searcher(searcher, topics, qrels, b, measures, batch=args.batch, runs_dir=args.runs,
                               progress=not args.quiet, written=written) for b in budgets]
-    report(rows, f"{args.index} on {args.topics}", args.output)
+    report(rows, f"{args.index} on {args.topics}", args.output, args.argv)
 
 
 def run_bm25(args) -> None:
@@ -117,4 +117,4 @@ def run_bm25(args) -> None:
     )
     if args.runs:
         write_trec(Path(args.runs) / "bm25.trec", rankings, "pyserini-bm25" if args.pyserini_index else "bm25s-bm25")
-    report([make_row(name, rankings, latencies, wall, qrels, measures, args.batch)], f"BM25 on {args.topics}", args.output)
+    report([make_row(name, rankings, latencies, wall, qrels, measures, args.batch)], f"BM25 on {args.topics}", args.output, args.argv)

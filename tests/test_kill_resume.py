@@ -12,7 +12,7 @@ from conftest import write_corpus
 
 
 def index_command(corpus, out, model_dir):
-    return [sys.executable, "-m", "retrieval.cli", "-q", "index", str(corpus), "--out", str(out),
+    return [sys.executable, "-m", "starbucks_cli", "-q", "index", str(corpus), "--out", str(out),
             "--model", str(model_dir), "--shortlist", "1x8", "--rerank", "2x16,4x48", "--chunk-size", "40"]
 
 
