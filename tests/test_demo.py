@@ -1,0 +1,38 @@
+"""The demo explains itself: sizes and plans, a quality/speed table with BM25, a plot or a note, one
+search with titles, the next commands; no progress bars."""
+import builtins
+import re
+
+from retrieval.demo import run_demo
+
+
+def test_demo_on_one_screen(tmp_path, tiny_model, capsys):
+    report = run_demo(tmp_path / "demo", model=tiny_model, threads=1)
+    err = capsys.readouterr().err
+    assert "%|" not in err and "it/s" not in err  # no progress bars: one line per step
+    assert [line[:5] for line in err.splitlines() if line.startswith("[")] == ["[1/3]", "[2/3]", "[3/3]"]
+    assert "A SIZE names one" in report and "A PLAN chains sizes" in report
+    table = [line for line in report.splitlines() if line.startswith("| ")][1:]
+    assert any(line.startswith("| BM25 |") for line in table) and any("->" in line for line in table)
+    speeds = [float(line.split("|")[4]) for line in table]
+    assert speeds == sorted(speeds) and sum("*" in line.split("|")[5] for line in table) >= 1
+    assert re.search(r"^1\. CACM-\d+  \S", report, re.M)  # a hit with its title
+    assert "## Next" in report and "starbucks calibrate" in report
+    assert "Plot saved to" in report and (tmp_path / "demo-frontier.png").is_file()
+    again = run_demo(tmp_path / "demo", model=tiny_model, threads=1)  # reuses the index
+    assert "reusing the CACM index" in capsys.readouterr().err and "## Next" in again
+
+
+def test_demo_without_matplotlib_says_so_in_one_line(tmp_path, tiny_model, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    from retrieval import demo
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert demo.save_plot([], tmp_path / "x.png").startswith("(no plot: matplotlib is not installed")
+    assert not (tmp_path / "x.png").exists()
