@@ -244,7 +244,7 @@ def _report_truncation(encoder) -> None:
     if counts and counts["cut"]:
         warnings.warn(f"{counts['cut']} of {counts['total']} passages encoded in this run were longer than "
                       f"{counts['limit']} tokens and were cut to {counts['limit']} (the model's passage length)",
-                      TruncationWarning, stacklevel=3)
+                      TruncationWarning, stacklevel=4)
 
 
 def _report_empty(empty: list[str], policy: str) -> dict:
@@ -253,7 +253,7 @@ def _report_empty(empty: list[str], policy: str) -> dict:
         shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
         done = "indexed as empty text" if policy == "index" else "skipped"
         warnings.warn(f"{len(empty)} document(s) have no text, {done} (empty_docs={policy!r}; "
-                      f"listed in the manifest): {shown}", EmptyDocsWarning, stacklevel=3)
+                      f"listed in the manifest): {shown}", EmptyDocsWarning, stacklevel=4)
     return {"policy": policy, "count": len(empty), "ids": empty[:EMPTY_IDS_KEPT]}
 
 

@@ -47,6 +47,19 @@ def add_model_args(p, index_built: bool = True) -> None:
                    help="cpu, cuda or cuda:N for encoding (default: auto, a GPU when torch sees one)")
 
 
+def positive_float(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of milliseconds, not {text}")
+    return value
+
+
 def add_verify_arg(p) -> None:
     p.add_argument("--verify", action="store_true",
                    help="check every index file's SHA-256 against the manifest before use (reads the whole index)")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from starbucks_cli.common import (
     add_model_args, add_verify_arg, check_index_dir, check_input, check_text_arg, check_writable_dir,
-    check_writable_file, open_searcher,
+    check_writable_file, open_searcher, positive_float, positive_int,
 )
 
 
@@ -14,7 +14,7 @@ def add_measure_args(p) -> None:
     p.add_argument("--topics", required=True, help="queries: BEIR queries.jsonl or folder, qid<TAB>text, TREC topics, or irds:ID")
     p.add_argument("--qrels", required=True, help="judgements: BEIR qrels TSV, TREC qrels, or irds:ID")
     p.add_argument("--measures", nargs="+", default=["nDCG@10", "RR@10", "R@1000"], help="ir-measures names (default: %(default)s)")
-    p.add_argument("--batch", type=int, default=1, help="queries per call: 1 times each query alone (latency), more measures throughput")
+    p.add_argument("--batch", type=positive_int, default=1, help="queries per call: 1 times each query alone (latency), more measures throughput")
     p.add_argument("--runs", type=Path, help="write TREC run files into this folder")
     p.add_argument("--output", type=Path, help="write the results as JSON here (and a markdown table beside it)")
 
@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
     p.add_argument("index", type=Path)
     add_measure_args(p)
     p.add_argument("--plan", action="append", default=[], help="a cascade to evaluate (repeatable)")
-    p.add_argument("--budget", action="append", type=float, default=[], help="a latency budget in ms (repeatable)")
+    p.add_argument("--budget", action="append", type=positive_float, default=[], help="a latency budget in ms (repeatable)")
     p.add_argument("--all-sizes", action="store_true", help="exhaustive search at every stored size (the per-size table)")
     add_model_args(p)
     add_verify_arg(p)

@@ -4,16 +4,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from starbucks_cli.common import add_model_args, add_verify_arg, check_index_dir, check_text_arg, open_searcher
+from starbucks_cli.common import (
+    add_model_args, add_verify_arg, check_index_dir, check_text_arg, open_searcher, positive_float, positive_int,
+)
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("search", help="search an index", description="Search an index with a plan, a budget, or the best plan.")
     p.add_argument("index", type=Path)
     p.add_argument("query", nargs="+")
-    p.add_argument("--k", type=int, default=10, help="results per query (default: %(default)s)")
+    p.add_argument("--k", type=positive_int, default=10, help="results per query (default: %(default)s)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--budget", type=float, help="latency budget in milliseconds per query")
+    group.add_argument("--budget", type=positive_float, help="latency budget in milliseconds per query")
     group.add_argument("--plan", help="an explicit cascade, e.g. 2x32:1000,4x64:200,6x384:10")
     add_model_args(p)
     add_verify_arg(p)
