@@ -48,6 +48,17 @@ def to_gpu(index: "faiss.Index", device: int = 0) -> "faiss.Index":
 GPU_MAX_K = 2048
 
 
+def gpu_exact(vectors: np.ndarray) -> "faiss.Index | None":
+    """An exact inner-product index over a stored size's vectors on GPU 0 (for scans of sizes without a
+    shortlist index), or None with the CPU build of FAISS or when the copy fails."""
+    if gpu_count() == 0 or not hasattr(faiss, "StandardGpuResources"):
+        return None
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    fill_index(index, vectors)
+    moved = to_gpu(index)
+    return moved.gpu if isinstance(moved, GpuShortlist) else None
+
+
 class GpuShortlist:
     """A shortlist index on the GPU with its CPU original, for searches deeper than the GPU allows."""
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from indexes.docids import DocidTable
-from indexes.faiss_index import to_gpu
+from indexes.faiss_index import GPU_MAX_K, gpu_exact, to_gpu
 from indexes.files import file_digest
 from indexes.manifest import Manifest
 from starbucks.errors import InputError, StarbucksError
@@ -48,6 +48,9 @@ class Index:
             if index.ntotal != self.manifest.num_docs or index.d != s.dim:
                 raise InputError(f"FAISS index holds {index.ntotal} x {index.d}, expected {self.manifest.num_docs} x {s.dim}", file)
             self.shortlist[s] = to_gpu(index)  # unchanged without a GPU build of FAISS
+        # Exact scans on the GPU (a flat copy of each other size) when GPU FAISS sees one; else none.
+        self.gpu_exact = {s: g for s in self.manifest.sizes if s not in self.shortlist
+                          and (g := gpu_exact(self.vectors[s])) is not None}
 
     def _check_files(self, verify: bool) -> None:
         """Sizes always (cheap, catches truncation); checksums when asked (reads everything)."""
@@ -72,6 +75,8 @@ class Index:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if size in self.shortlist:
             return self.shortlist[size].search(queries, k)
+        if size in self.gpu_exact and k <= GPU_MAX_K:
+            return self.gpu_exact[size].search(queries, k)
         return self.scan(size, queries, k)
 
     def scan(self, size: Size, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -81,3 +81,28 @@ def test_gpu_faiss_replaces_the_cpu_build_rather_than_joining_it():
     assert any(d.startswith("faiss-cpu") for d in project["dependencies"])
     for extra, deps in project["optional-dependencies"].items():
         assert not any(d.startswith("faiss-gpu") for d in deps), extra  # would install both builds
+
+
+def test_exact_scans_go_to_the_gpu_copy_when_there_is_one(monkeypatch, built_index):
+    cpu = Index(built_index)
+    size = [s for s in cpu.sizes if s not in cpu.shortlist][-1]
+    q = np.random.default_rng(2).standard_normal((2, size.dim)).astype(np.float32)
+    used = []
+
+    class FakeGpu:
+        def __init__(self, index):
+            self.index = index
+
+        def search(self, queries, k):
+            used.append(k)
+            return self.index.search(queries, k)
+
+    monkeypatch.setattr(fi.faiss, "get_num_gpus", lambda: 1, raising=False)
+    monkeypatch.setattr(fi.faiss, "StandardGpuResources", object, raising=False)
+    monkeypatch.setattr(fi.faiss, "index_cpu_to_gpu", lambda res, device, index: FakeGpu(index), raising=False)
+    monkeypatch.setattr(fi, "_GPU_RESOURCES", None)
+    gpu = Index(built_index)
+    assert size in gpu.gpu_exact
+    got, expected = gpu.search(size, q, 7), cpu.search(size, q, 7)
+    assert used == [7] and np.array_equal(got[1], expected[1]) and np.allclose(got[0], expected[0], atol=1e-3)
+    assert cpu.gpu_exact == {}  # the CPU build: scans stay on the CPU
