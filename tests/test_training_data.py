@@ -181,3 +181,38 @@ def test_every_shipped_config_parses():
     for path in configs:
         cfg = TrainConfig.load(path)
         assert cfg.output.startswith("runs/"), path  # scratch output stays out of the repository
+
+
+def test_batch_items_at_scale_shuffle_each_epoch_once(monkeypatch):
+    """At 100,003 items every epoch is a permutation, a batch spanning two epochs takes the tail of one
+    and the head of the next, and a batch costs at most two shuffles (not one per item)."""
+    import training.data as data
+
+    n, size, seed = 100_003, 20_000, 7
+    calls = []
+    real = data.epoch_order
+
+    def counted(*args):
+        calls.append(args)
+        if len(calls) > 2:
+            raise AssertionError(f"epoch order computed {len(calls)} times for one batch")
+        return real(*args)
+
+    monkeypatch.setattr(data, "epoch_order", counted)
+    batches = []
+    for index in range(6):  # 120,000 items: all of epoch 0 and the start of epoch 1
+        calls.clear()
+        batches.append(data.batch_items(n, size, seed, index))
+    assert all(len(b) == size for b in batches)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat[:n]) == list(range(n))
+    assert flat[:n] == list(real(n, seed, 0)) and flat[n:] == list(real(n, seed, 1)[: 6 * size - n])
+    assert flat[:n] != list(range(n)) and real(n, seed, 0) != real(n, seed, 1)
+    calls.clear()
+    assert data.batch_items(n, size, seed, 5) == batches[5]  # a pure function of (seed, index)
+
+
+def test_batch_items_larger_than_the_data_runs_over_epochs():
+    items = batch_items(3, 8, 0, 0)
+    assert len(items) == 8
+    assert sorted(items[:3]) == sorted(items[3:6]) == [0, 1, 2]

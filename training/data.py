@@ -6,6 +6,7 @@ checkpoint sees exactly the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -111,19 +112,26 @@ def read_texts(path: str | Path) -> list[str]:
     return texts
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The shuffled item order of one epoch, fixed by the seed."""
+@functools.lru_cache(maxsize=4)
+def epoch_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
+    """The shuffled item order of one epoch, fixed by the seed (kept for the few epochs in use)."""
     order = list(range(n))
     random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    return order
+    return tuple(order)
 
 
 def batch_items(n: int, batch_size: int, seed: int, index: int) -> list[int]:
-    """Item indices of batch ``index``; epochs run on without dropping a tail."""
+    """Item indices of batch ``index``; epochs run on without dropping a tail.
+
+    Each epoch is shuffled once (a batch spans at most two epochs), not once per item.
+    """
     items = []
-    for pos in range(index * batch_size, (index + 1) * batch_size):
+    pos, end = index * batch_size, (index + 1) * batch_size
+    while pos < end:
         epoch, within = divmod(pos, n)
-        items.append(epoch_order(n, seed, epoch)[within])
+        take = min(end - pos, n - within)
+        items.extend(epoch_order(n, seed, epoch)[within : within + take])
+        pos += take
     return items
 
 
