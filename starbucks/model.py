@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from starbucks.adaptors import Adaptors
 from starbucks.config import ModelConfig, infer_config
 from starbucks.errors import InputError, StarbucksError
 from starbucks.sizes import Size
@@ -59,6 +60,7 @@ class StarbucksModel(nn.Module):
         self.max_positions = int(getattr(backbone.config, "max_position_embeddings", 512))
         self._views: dict[int, nn.Module] = {}
         self._fingerprint: str | None = None
+        self.adaptors: Adaptors | None = None  # per-layer maps applied after pooling (starbucks.adaptors)
         self.check_sizes(config.sizes)
 
     @classmethod
@@ -81,6 +83,8 @@ class StarbucksModel(nn.Module):
             int(backbone.config.num_hidden_layers), int(backbone.config.hidden_size),
         )
         model = cls(backbone, tokenizer, config, name=source)
+        if folder is not None:
+            model.set_adaptors(Adaptors.load(folder, model.hidden_size, model.num_layers))
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if torch.device(device).type == "cpu" and backbone.dtype != torch.float32:
             backbone.float()  # half-precision weights (as shipped) compute in float32 on CPU
@@ -92,6 +96,20 @@ class StarbucksModel(nn.Module):
         self.backbone.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         self.config.save(folder)
+        if self.adaptors is not None:
+            self.adaptors.save(folder)
+
+    def set_adaptors(self, adaptors: Adaptors | None) -> None:
+        """Attach (or with None, remove) the per-layer maps; the fingerprint follows."""
+        if adaptors is not None:
+            if adaptors.spec.width != self.hidden_size or max(adaptors.spec.layers) > self.num_layers:
+                raise StarbucksError(
+                    f"adaptors for width {adaptors.spec.width} up to layer {max(adaptors.spec.layers)} do not fit "
+                    f"a model {self.hidden_size} wide with {self.num_layers} layers"
+                )
+            adaptors = adaptors.to(self.device)
+        self.adaptors = adaptors
+        self._fingerprint = None
 
     @property
     def device(self) -> torch.device:
@@ -120,6 +138,11 @@ class StarbucksModel(nn.Module):
                 h.update(name.encode())
                 h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
             h.update(repr(sorted(self.config.to_dict().items())).encode())
+            if self.adaptors is not None:
+                h.update(repr(sorted(self.adaptors.spec.to_dict().items())).encode())
+                for name, tensor in sorted(self.adaptors.state_dict().items()):
+                    h.update(b"adaptors." + name.encode())
+                    h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
             self._fingerprint = h.hexdigest()[:32]
         return self._fingerprint
 
@@ -170,16 +193,24 @@ class StarbucksModel(nn.Module):
             vectors[size] = v
         return vectors
 
-    def pool_layer(self, h: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
+    def pool_layer(self, h: torch.Tensor, attention_mask: torch.Tensor, layer: int,
+                   adapt: bool = True) -> torch.Tensor:
         """One layer's pooled vector at full width, before truncation and normalisation.
 
         Every path that turns hidden states into vectors (training, indexing, the fast
-        encoder's exported graphs) goes through here, so pooling is defined once.
+        encoder's exported graphs) goes through here, so pooling is defined once. The
+        layer's adaptor map, if the model has one, is applied here, so a layer's sizes
+        are prefixes of its mapped vector; ``adapt=False`` gives the backbone's own
+        pooled vector (what adaptors are trained from).
         """
         if self.config.pooling == "cls":
-            return h[:, 0]
-        mask = attention_mask.unsqueeze(-1).to(h.dtype)
-        return (h * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            v = h[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(h.dtype)
+            v = (h * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        if adapt and self.adaptors is not None:
+            v = self.adaptors(v, layer)
+        return v
 
     def embed(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sizes, normalize: bool | None = None
