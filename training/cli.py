@@ -58,6 +58,32 @@ def add_parsers(subparsers) -> None:
                    help="saved weight type (default float16)")
     m.set_defaults(func=run_merge)
 
+    a = subparsers.add_parser(
+        "adapt", help="train per-layer adaptors for a corpus on a frozen model (2D Matryoshka sizes in minutes)",
+        description="Encode the corpus once with the frozen model, then train one map per layer on the cached "
+                    "vectors so that every layer's prefixes rank as its full size does (label-free: passages of the "
+                    "corpus serve as queries; with --queries and --qrels judged queries add a cross-entropy). "
+                    "OUT becomes a model folder for 'starbucks index --model OUT'; rerunning the same command "
+                    "resumes an interrupted run from OUT/adapt/.",
+    )
+    a.add_argument("corpus", help="a BEIR folder or corpus .jsonl/.tsv")
+    a.add_argument("--out", required=True, help="output model folder (its adapt/ subfolder holds the cache and checkpoint)")
+    a.add_argument("--model", help="the frozen model (default: all-MiniLM-L6-v2)")
+    a.add_argument("--queries", help="queries of the corpus (BEIR queries.jsonl, TSV or TREC topics), used label-free")
+    a.add_argument("--qrels", help="judgements for --queries: adds a cross-entropy toward each judged positive")
+    a.add_argument("--sizes", help="sizes to train, e.g. 1x16,2x32,6x64 (default: every layer at every diagonal width)")
+    a.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
+    a.add_argument("--kind", choices=["linear", "mlp"], default="linear", help="map per layer (default linear)")
+    a.add_argument("--shared", action="store_true", help="one map shared by every layer")
+    a.add_argument("--free-last", action="store_true",
+                   help="let the last layer's map change its full size too (default: kept orthogonal, full size unchanged)")
+    a.add_argument("--bias", action="store_true", help="maps with a bias")
+    a.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    a.add_argument("--seed", type=int, default=42)
+    a.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    a.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    a.set_defaults(func=run_adapt, check=check_adapt)
+
 
 def run_train(args: argparse.Namespace) -> int:
     from training.loop import train
@@ -104,4 +130,46 @@ def run_build_train_data(args: argparse.Namespace) -> int:
         from training.build_data import holdout_path
 
         print(f"held-out judgements of {args.holdout} queries in {holdout_path(args.out)}")
+    return 0
+
+
+def check_adapt(args: argparse.Namespace) -> None:
+    """Arguments and paths, before torch loads."""
+    from pathlib import Path
+
+    from starbucks.corpus import resolve_corpus
+    from starbucks.errors import InputError, StarbucksError
+    from starbucks.sizes import parse_sizes
+
+    resolve_corpus(args.corpus)
+    for name in ("queries", "qrels"):
+        path = getattr(args, name)
+        if path and not path.startswith("irds:") and not Path(path).exists():
+            raise InputError("no such file", path)
+    if args.qrels and not args.queries:
+        raise StarbucksError("adapt: --qrels needs --queries")
+    if args.sizes:
+        args.sizes = [str(s) for s in parse_sizes(args.sizes)]
+    if args.steps < 1:
+        raise StarbucksError(f"adapt: --steps must be at least 1, not {args.steps}")
+    if args.threads < 1:
+        raise StarbucksError(f"adapt: --threads must be at least 1, not {args.threads}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a folder", out)
+
+
+def run_adapt(args: argparse.Namespace) -> int:
+    import torch
+
+    from training.adapt import AdaptSettings, adapt
+
+    torch.set_num_threads(args.threads)
+    settings = AdaptSettings(sizes=tuple(args.sizes or ()), kind=args.kind, shared=args.shared,
+                             orthogonal_last=not args.free_last, bias=args.bias, steps=args.steps,
+                             learning_rate=args.learning_rate, seed=args.seed)
+    progress = not (args.no_progress or getattr(args, "quiet", False))
+    out = adapt(args.corpus, args.out, model=args.model, settings=settings, queries=args.queries,
+                qrels=args.qrels, progress=progress)
+    print(f"adapted model written to {out}")
     return 0
