@@ -146,3 +146,31 @@ def test_cli_errors_are_one_line(cosine_model_dir, tmp_path, capsys):
         assert main(["adapt", *argv, "--out", str(tmp_path / "o"), "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and problem in err and "\n" not in err, err
+
+
+def test_an_adapted_model_indexes_and_searches(cosine_model_dir, small_corpus, tmp_path):
+    """The adapted folder is a model like any other: the index stores its mapped vectors, and the
+    base model (another fingerprint) is refused for that index."""
+    import numpy as np
+
+    from indexes import build_index
+    from retrieval import Searcher
+
+    out = adapt(small_corpus, tmp_path / "adapted", model=cosine_model_dir,
+                settings=AdaptSettings(**dict(SHORT, steps=8)), progress=False)
+    index = build_index(small_corpus, tmp_path / "idx", model=str(out), shortlist="2x16", rerank="4x48",
+                        progress=False)
+    model = StarbucksModel.load(out, device="cpu")
+    docs = [json.loads(line) for line in small_corpus.read_text().splitlines()]
+    from starbucks.encoder import Encoder
+
+    encoder = Encoder(model)
+    passages = encoder.encode_passages([f"{d['title']} {d['text']}" for d in docs], [Size(2, 16), Size(4, 48)])
+    stored = np.load(tmp_path / "idx" / "vectors" / "2x16.npy", mmap_mode="r")
+    assert np.allclose(stored[:5].astype(np.float32), passages[Size(2, 16)][:5], atol=2e-3)
+    query = "sourdough bread and jazz"
+    result = Searcher(index, model=model).search(query, k=3, budget=None)
+    exact = np.argsort(-(passages[Size(4, 48)] @ encoder.encode_queries([query], [Size(4, 48)])[Size(4, 48)][0]))
+    assert list(result.docids) == [docs[i]["_id"] for i in exact[:3]]
+    with pytest.raises(StarbucksError, match="fingerprint"):
+        Searcher(index, model=StarbucksModel.load(cosine_model_dir, device="cpu"))
