@@ -182,7 +182,8 @@ def evaluate_searcher(searcher, topics: dict[str, str], qrels: Qrels, budget: Pl
             n += 1
             name_on_disk = f"{stem}_{n}"
         written.add(name_on_disk)
-        model = Path(str(searcher.index.manifest.model_name)).name
+        loaded = getattr(searcher, "model", None)  # its folder's name; "default" says less
+        model = Path(str(loaded.name if loaded is not None else searcher.index.manifest.model_name)).name
         write_trec(Path(runs_dir) / f"{name_on_disk}.trec", rankings, run_tag("starbucks", model, str(plan)),
                    {q: scores[topics[q]] for q in rankings})
     return make_row(name, rankings, latencies, wall, qrels, measures, batch)
