@@ -79,6 +79,7 @@ def build_lock(out: Path):
     (even ``kill -9``), so a stale file never blocks a resume; the holder removes the file.
     """
     path = lock_path(out)
+    created = [p for p in [path.parent, *path.parent.parents] if not p.exists()]  # deepest first
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -108,6 +109,11 @@ def build_lock(out: Path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.close(fd)
+        for folder in created:  # folders made only for the lock, left empty by a failed build
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def build_index(

@@ -91,6 +91,13 @@ def test_a_build_that_fails_early_leaves_nothing(tmp_path, tiny_model, corpus_te
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl"]
 
 
+def test_a_failed_build_into_new_folders_leaves_none_of_them(tmp_path, tiny_model):
+    (tmp_path / "corpus.jsonl").write_text("")
+    with pytest.raises(Exception, match="empty"):
+        build_index(tmp_path / "corpus.jsonl", tmp_path / "a" / "b" / "idx", model=tiny_model, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl"]
+
+
 def test_a_bad_irds_id_leaves_nothing(tmp_path, capsys):
     out = tmp_path / "idx"
     assert main(["-q", "index", "irds:no-such-dataset/at-all", "--out", str(out), "--device", "cpu"]) == 2
