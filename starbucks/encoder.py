@@ -22,18 +22,29 @@ def check_encoder(kind: str) -> str:
     return kind
 
 
+# The CPU default: the fastest variant whose nDCG@10 at every diagonal size stays within
+# 0.005 of torch fp32 (experiments/encoders.py, results in experiments/results/encoders/).
+CPU_DEFAULT = "onnx"
+
+
 def make_encoder(model: StarbucksModel, kind: str = "auto", threads: int | None = None,
                  batch_size: int = 32) -> "Encoder":
-    """The encoder to search and index with: ``torch``, ONNX Runtime (``onnx``, ``onnx-int8``),
-    or ``auto`` (the default for the device). ``threads`` is applied to every library's pool."""
+    """The encoder to search and index with: ``torch``, ONNX Runtime (``onnx`` fp32, ``onnx-int8``),
+    or ``auto``: torch on a GPU (the model's device), else ``CPU_DEFAULT``. ``threads`` is applied to
+    torch's, FAISS's and ONNX Runtime's pools."""
     from starbucks.threads import apply_threads
 
     check_encoder(kind)
     threads = apply_threads(threads)
-    encoder = Encoder(model, batch_size=batch_size)
-    encoder.kind = "torch"
-    encoder.threads = threads
-    return encoder
+    if kind == "auto":
+        kind = "torch" if model.device.type != "cpu" else CPU_DEFAULT
+    if kind == "torch":
+        encoder = Encoder(model, batch_size=batch_size)
+        encoder.threads = threads
+        return encoder
+    from starbucks.onnx_encoder import OnnxEncoder
+
+    return OnnxEncoder(model, "fp32" if kind == "onnx" else "int8", threads=threads, batch_size=batch_size)
 
 
 class Encoder:
@@ -43,9 +54,12 @@ class Encoder:
     threads: tokenisation is serialised, the forward pass is read-only.
     """
 
+    kind = "torch"
+
     def __init__(self, model: StarbucksModel, batch_size: int = 32):
         self.model = model
         self.batch_size = batch_size
+        self.threads = None
         self._tok_lock = threading.Lock()
 
     @property
@@ -75,7 +89,6 @@ class Encoder:
         # Cut to the configured length, keeping the closing special token as truncation does.
         return [row if len(row) <= limit else row[: limit - 1] + row[-1:] for row in ids]
 
-    @torch.inference_mode()
     def _encode(self, texts, sizes, max_length, batch_size, check_length=False) -> dict[Size, np.ndarray]:
         sizes = [Size.parse(s) for s in sizes]
         self.model.check_sizes(sizes)
@@ -83,16 +96,22 @@ class Encoder:
         ids = self._tokenize(texts, max_length, check_length)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = {s: np.empty((len(ids), s.dim), dtype=np.float32) for s in sizes}
-        device = self.model.device
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             width = max(len(ids[i]) for i in rows)
-            input_ids = torch.zeros((len(rows), width), dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            input_ids = np.zeros((len(rows), width), dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
             for j, i in enumerate(rows):
-                input_ids[j, : len(ids[i])] = torch.tensor(ids[i])
+                input_ids[j, : len(ids[i])] = ids[i]
                 mask[j, : len(ids[i])] = 1
-            vectors = self.model.embed(input_ids.to(device), mask.to(device), sizes)
+            vectors = self._vectors(input_ids, mask, sizes)
             for s in sizes:
-                out[s][rows] = vectors[s].float().cpu().numpy()
+                out[s][rows] = vectors[s]
         return out
+
+    @torch.inference_mode()
+    def _vectors(self, input_ids: np.ndarray, mask: np.ndarray, sizes: list[Size]) -> dict[Size, np.ndarray]:
+        """One padded batch through the model: float32 vectors per size."""
+        device = self.model.device
+        vectors = self.model.embed(torch.from_numpy(input_ids).to(device), torch.from_numpy(mask).to(device), sizes)
+        return {s: v.float().cpu().numpy() for s, v in vectors.items()}

@@ -1,0 +1,210 @@
+"""The fast encoder: the model exported to ONNX Runtime as one graph per layer, chained.
+
+A query for a plan that ends at layer n runs the embedding graph and layers 1..n, and
+nothing more. Each layer graph takes the previous hidden state and returns the next one
+plus that layer's pooled vector (``StarbucksModel.pool_layer``, adaptors included), so any
+layer is an exit; truncation and normalisation happen after, as in ``StarbucksModel.pool``.
+
+Variants: ``fp32`` (the exported graphs) and ``int8`` (dynamic quantisation with
+per-channel weight scales; per-tensor scales drift too far from fp32). The graphs are
+exported once per model and cached, keyed by the model's fingerprint: beside the model
+when its folder is writable (``MODEL/onnx/``), else in ``$STARBUCKS_CACHE`` (default
+``~/.cache/starbucks``). An export is written to a temporary folder and renamed into
+place, so concurrent first uses never see half a cache.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from starbucks.encoder import Encoder
+from starbucks.errors import StarbucksError
+from starbucks.model import StarbucksModel
+from starbucks.sizes import Size
+
+VARIANTS = ("fp32", "int8")
+OPSET = 17
+EXPORT_INFO = "export.json"
+
+
+def cache_root(model: StarbucksModel) -> Path:
+    """Where a model's exports live: ``$STARBUCKS_CACHE``, else beside a writable model folder,
+    else the user cache."""
+    if os.environ.get("STARBUCKS_CACHE"):
+        return Path(os.environ["STARBUCKS_CACHE"]) / "onnx"
+    folder = Path(model.name) if model.name else None
+    if folder is not None and folder.is_dir() and os.access(folder, os.W_OK):
+        return folder / "onnx"
+    return Path.home() / ".cache" / "starbucks" / "onnx"
+
+
+def graph_folder(model: StarbucksModel, variant: str) -> Path:
+    """The exported graphs of this model and variant, exporting them first if needed."""
+    if variant not in VARIANTS:
+        raise StarbucksError(f"unknown ONNX variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    folder = cache_root(model) / f"{model.fingerprint()}-{variant}"
+    if (folder / EXPORT_INFO).is_file():
+        return folder
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    except OSError as e:
+        raise StarbucksError(f"cannot write the ONNX export cache at {folder.parent} ({e.strerror}); "
+                             f"set STARBUCKS_CACHE to a writable folder") from None
+    try:
+        if variant == "fp32":
+            export(model, work)
+        else:
+            quantize(graph_folder(model, "fp32"), work)
+        try:
+            os.rename(work, folder)
+        except OSError:  # another process finished the same export first
+            if not (folder / EXPORT_INFO).is_file():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return folder
+
+
+def layer_names(num_layers: int) -> list[str]:
+    return ["embed"] + [f"layer{i}" for i in range(1, num_layers + 1)]
+
+
+def export(model: StarbucksModel, out: Path) -> None:
+    """Write ``embed.onnx`` and ``layer1.onnx``.. ``layerN.onnx`` (fp32) for ``model`` into ``out``."""
+    import torch
+    from torch import nn
+
+    backbone = model.backbone
+
+    class Embed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embeddings = backbone.embeddings
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.embeddings(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids))
+            bias = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+            return hidden, bias
+
+    class Layer(nn.Module):
+        def __init__(self, number: int):
+            super().__init__()
+            self.layer = backbone.encoder.layer[number - 1]
+            self.number = number
+
+        def forward(self, hidden, bias, attention_mask):
+            out = self.layer(hidden, attention_mask=bias)
+            out = out[0] if isinstance(out, tuple) else out
+            return out, model.pool_layer(out, attention_mask, self.number)
+
+    device, dtype = model.device, next(backbone.parameters()).dtype
+    attn = backbone.config._attn_implementation
+    model.to("cpu").float()
+    backbone.config._attn_implementation = "eager"  # an explicit additive mask, traceable
+    try:
+        ids = torch.randint(1000, 2000, (2, 9))
+        mask = torch.ones_like(ids)
+        mask[1, 6:] = 0
+        batch = {0: "batch", 1: "tokens"}
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            embed = Embed().eval()
+            torch.onnx.export(embed, (ids, mask), str(out / "embed.onnx"),
+                              input_names=["input_ids", "attention_mask"], output_names=["hidden", "bias"],
+                              dynamic_axes={"input_ids": batch, "attention_mask": batch, "hidden": batch,
+                                            "bias": {0: "batch", 3: "tokens"}},
+                              opset_version=OPSET, dynamo=False)
+            hidden, bias = embed(ids, mask)
+            for number in range(1, model.num_layers + 1):
+                layer = Layer(number).eval()
+                torch.onnx.export(layer, (hidden, bias, mask), str(out / f"layer{number}.onnx"),
+                                  input_names=["hidden_in", "bias", "attention_mask"],
+                                  output_names=["hidden", "pooled"],
+                                  dynamic_axes={"hidden_in": batch, "bias": {0: "batch", 3: "tokens"},
+                                                "attention_mask": batch, "hidden": batch, "pooled": {0: "batch"}},
+                                  opset_version=OPSET, dynamo=False)
+                hidden, _ = layer(hidden, bias, mask)
+    finally:
+        backbone.config._attn_implementation = attn
+        model.to(device=device, dtype=dtype)
+    _write_info(out, model, "fp32")
+
+
+def quantize(fp32: Path, out: Path) -> None:
+    """Dynamic int8 quantisation of every graph, with per-channel weight scales."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    info = json.loads((fp32 / EXPORT_INFO).read_text())
+    for name in layer_names(info["num_layers"]):
+        quantize_dynamic(str(fp32 / f"{name}.onnx"), str(out / f"{name}.onnx"),
+                         per_channel=True, weight_type=QuantType.QInt8)
+    (out / EXPORT_INFO).write_text(json.dumps({**info, "variant": "int8"}, indent=2) + "\n")
+
+
+def _write_info(out: Path, model: StarbucksModel, variant: str) -> None:
+    import onnxruntime
+    import torch
+
+    info = {"fingerprint": model.fingerprint(), "variant": variant, "num_layers": model.num_layers,
+            "opset": OPSET, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+    (out / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
+
+
+class OnnxEncoder(Encoder):
+    """``Encoder`` on ONNX Runtime: same inputs, same outputs, one graph per layer.
+
+    ``runs`` counts how often each graph ran (``embed``, ``layer1``, ...), so a caller can
+    see that a plan ending at layer n ran n layers.
+    """
+
+    def __init__(self, model: StarbucksModel, variant: str = "fp32", threads: int = 1, batch_size: int = 32):
+        import onnxruntime as ort
+
+        super().__init__(model, batch_size=batch_size)
+        self.variant = variant
+        self.kind = "onnx" if variant == "fp32" else f"onnx-{variant}"
+        self.threads = threads
+        self.folder = graph_folder(model, variant)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self._sessions = [ort.InferenceSession(str(self.folder / f"{name}.onnx"), options,
+                                               providers=["CPUExecutionProvider"])
+                          for name in layer_names(model.num_layers)]
+        self.runs = {name: 0 for name in layer_names(model.num_layers)}
+        # An input a graph does not read (the mask, under CLS pooling) is pruned by the export.
+        self._inputs = [{i.name for i in session.get_inputs()} for session in self._sessions]
+
+    def _vectors(self, input_ids: np.ndarray, mask: np.ndarray, sizes: list[Size]) -> dict[Size, np.ndarray]:
+        depth = max(s.layer for s in sizes)
+        wanted = {s.layer for s in sizes}
+        hidden, bias = self._sessions[0].run(None, {"input_ids": input_ids, "attention_mask": mask})
+        self.runs["embed"] += 1
+        pooled = {}
+        for number in range(1, depth + 1):
+            feed = {"hidden_in": hidden, "bias": bias, "attention_mask": mask}
+            if len(self._inputs[number]) < 3:
+                feed = {k: v for k, v in feed.items() if k in self._inputs[number]}
+            hidden, vector = self._sessions[number].run(None, feed)
+            self.runs[f"layer{number}"] += 1
+            if number in wanted:
+                pooled[number] = vector
+        return {s: finish(pooled[s.layer][:, : s.dim], self.config.normalized) for s in sizes}
+
+
+def finish(vectors: np.ndarray, normalize: bool) -> np.ndarray:
+    """Truncated vectors as float32, L2-normalised when the model's settings say so (as ``StarbucksModel.pool``)."""
+    vectors = np.array(vectors, dtype=np.float32)
+    if normalize:
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors

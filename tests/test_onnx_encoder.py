@@ -1,0 +1,87 @@
+"""The ONNX Runtime encoder: same vectors as torch per layer, only the layers a plan needs, threads honoured."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from starbucks.encoder import Encoder, make_encoder
+from starbucks.errors import StarbucksError
+from starbucks.onnx_encoder import EXPORT_INFO, OnnxEncoder, graph_folder
+from starbucks.sizes import Size
+from tests.conftest import make_tiny_model
+
+QUERIES = ["coffee roasting", "protein folding in tidal energy", "jazz harmony and medieval castles of the north",
+           "a"]
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.fixture(params=["cls", "mean"])
+def model(request, tmp_path, monkeypatch):
+    monkeypatch.setenv("STARBUCKS_CACHE", str(tmp_path / "cache"))
+    return make_tiny_model(pooling=request.param, similarity="cosine" if request.param == "mean" else "dot")
+
+
+def test_fp32_matches_torch_at_every_layer(model):
+    sizes = [Size(layer, 48) for layer in range(1, 5)] + [Size(2, 16), Size(4, 8)]
+    torch_out = Encoder(model).encode_queries(QUERIES, sizes)
+    onnx_out = OnnxEncoder(model, "fp32").encode_passages(QUERIES, sizes)
+    onnx_q = OnnxEncoder(model, "fp32").encode_queries(QUERIES, sizes)
+    for s in sizes:
+        np.testing.assert_allclose(onnx_q[s], torch_out[s], atol=2e-5, rtol=1e-4)
+        assert onnx_out[s].dtype == np.float32 and onnx_out[s].shape == (len(QUERIES), s.dim)
+
+
+def test_int8_stays_close_to_torch(model):
+    sizes = [Size(2, 16), Size(4, 48)]
+    torch_out = Encoder(model).encode_queries(QUERIES, sizes)
+    int8 = make_encoder(model, "onnx-int8", threads=1).encode_queries(QUERIES, sizes)
+    for s in sizes:
+        assert cosines(int8[s], torch_out[s]).min() >= 0.97  # per-channel int8: the stated tolerance
+        assert not np.allclose(int8[s], torch_out[s], atol=1e-6)  # it really is quantised
+
+
+def test_a_plan_ending_at_layer_n_runs_n_layers(model):
+    encoder = OnnxEncoder(model, "fp32")
+    encoder.encode_queries(["coffee"], [Size(2, 16), Size(1, 8)])
+    assert encoder.runs == {"embed": 1, "layer1": 1, "layer2": 1, "layer3": 0, "layer4": 0}
+    encoder.encode_queries(["coffee"], [Size(4, 48)])
+    assert encoder.runs == {"embed": 2, "layer1": 2, "layer2": 2, "layer3": 1, "layer4": 1}
+
+
+def test_export_is_cached_by_fingerprint(model, tmp_path):
+    folder = graph_folder(model, "fp32")
+    assert (folder / EXPORT_INFO).is_file() and folder.parent == tmp_path / "cache" / "onnx"
+    assert model.fingerprint() in folder.name
+    stamp = (folder / "layer1.onnx").stat().st_mtime_ns
+    assert graph_folder(model, "fp32") == folder and (folder / "layer1.onnx").stat().st_mtime_ns == stamp
+    other = make_tiny_model(seed=1)
+    assert graph_folder(other, "fp32") != folder
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no export left half-done
+
+
+def test_threads_are_honoured(model):
+    import faiss
+    import torch
+
+    encoder = make_encoder(model, "onnx", threads=1)
+    assert encoder.threads == 1 and torch.get_num_threads() == 1 and faiss.omp_get_max_threads() == 1
+    options = encoder._sessions[1].get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert make_encoder(model, "torch", threads=1).kind == "torch"
+
+
+@pytest.mark.parametrize("kind, threads, message", [
+    ("onnx-fp8", 1, "unknown encoder 'onnx-fp8'"),
+    ("onnx", 0, "threads must be a positive integer"),
+    ("onnx", 10_000, "more than the"),
+])
+def test_bad_encoder_settings_are_refused(model, kind, threads, message):
+    with pytest.raises(StarbucksError, match=message):
+        make_encoder(model, kind, threads=threads)
+
+
+def test_auto_is_onnx_on_cpu(model):
+    assert make_encoder(model, "auto", threads=1).kind.startswith("onnx")
