@@ -60,6 +60,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def check_model_arg(args) -> None:
+    """A --model that names a path must be a folder (a hub id is checked when it loads)."""
+    model = getattr(args, "model", None)
+    if model and (Path(model).exists() or model.startswith((".", "/", "~"))) and not Path(model).expanduser().is_dir():
+        raise InputError("not a model folder", model)
+
+
 def add_verify_arg(p) -> None:
     p.add_argument("--verify", action="store_true",
                    help="check every index file's SHA-256 against the manifest before use (reads the whole index)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from starbucks_cli.common import add_model_args, check_writable_dir, pick_device
+from starbucks_cli.common import add_model_args, check_model_arg, check_writable_dir, pick_device
 
 
 def add_parser(sub) -> None:
@@ -18,6 +18,7 @@ def add_parser(sub) -> None:
 
 def check(args) -> None:
     check_writable_dir(args.out, "the demo index")
+    check_model_arg(args)
 
 
 def run(args) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from starbucks_cli.common import add_model_args, check_input, check_writable_dir, pick_device, positive_int
+from starbucks_cli.common import (
+    add_model_args, check_input, check_model_arg, check_writable_dir, pick_device, positive_int,
+)
 
 
 def add_parser(sub) -> None:
@@ -30,7 +32,12 @@ def add_parser(sub) -> None:
 
 
 def check(args) -> None:
+    from starbucks.errors import StarbucksError
+
     check_input(args.corpus, "corpus")
+    check_model_arg(args)
+    if args.out.exists() and not args.overwrite:
+        raise StarbucksError(f"{args.out} already exists; pass --overwrite to rebuild it")
     check_writable_dir(args.out, "the index")
 
 

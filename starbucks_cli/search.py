@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 
 from starbucks_cli.common import (
-    add_model_args, add_verify_arg, check_index_dir, check_text_arg, open_searcher, positive_float, positive_int,
+    add_model_args, add_verify_arg, check_index_dir, check_model_arg, check_text_arg, open_searcher, positive_float,
+    positive_int,
 )
 
 
@@ -27,6 +28,7 @@ def add_parser(sub) -> None:
 
 def check(args) -> None:
     check_index_dir(args.index)
+    check_model_arg(args)
     for q in args.query:
         check_text_arg(q, "query")
     if args.plan:

@@ -44,6 +44,8 @@ def test_the_cli_is_its_own_package_and_imports_training_plainly():
     ["evaluate", "starbucks/data/cacm", "--topics", "t", "--qrels", "q"],
     ["calibrate", "no-such-index", "--topics", "t", "--qrels", "q"],
     ["search", "idx", "q", "--threads", "0"],
+    ["index", "starbucks/data/cacm", "--out", "x", "--model", "./no-such-model"],
+    ["index", "starbucks/data/cacm", "--out", "starbucks/data"],  # exists, no --overwrite
     ["search", "idx", "q", "--budget", "-5"],
     ["search", "idx", "q", "--k", "0"],
     ["evaluate", "idx", "--topics", "t", "--qrels", "q", "--batch", "0"],
