@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from starbucks_cli.common import add_model_args, check_index_dir, check_input, check_model_arg, open_searcher
+from starbucks_cli.common import add_model_args, check_index_args, check_input, open_searcher
 
 
 def add_parser(sub) -> None:
@@ -24,8 +24,7 @@ def add_parser(sub) -> None:
 
 
 def check(args) -> None:
-    check_index_dir(args.index)
-    check_model_arg(args)
+    check_index_args(args)
     check_input(args.topics, "topics")
     check_input(args.qrels, "qrels")
 

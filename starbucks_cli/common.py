@@ -67,6 +67,12 @@ def check_model_arg(args) -> None:
         raise InputError("not a model folder", model)
 
 
+def check_index_args(args) -> None:
+    """``args.index`` is an index folder and ``--model`` (if given) can be a model."""
+    check_index_dir(args.index)
+    check_model_arg(args)
+
+
 def add_verify_arg(p) -> None:
     p.add_argument("--verify", action="store_true",
                    help="check every index file's SHA-256 against the manifest before use (reads the whole index)")

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from starbucks_cli.common import (
-    add_model_args, add_verify_arg, check_index_dir, check_input, check_model_arg, check_text_arg, check_writable_dir,
+    add_model_args, add_verify_arg, check_index_args, check_input, check_text_arg, check_writable_dir,
     check_writable_file, open_searcher, positive_float, positive_int,
 )
 
@@ -49,8 +49,7 @@ def add_parser(sub) -> None:
 
 
 def check(args) -> None:
-    check_index_dir(args.index)
-    check_model_arg(args)
+    check_index_args(args)
     for plan in args.plan:
         check_text_arg(plan, "plan")
     check_measure_args(args)

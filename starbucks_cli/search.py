@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from starbucks_cli.common import (
-    add_model_args, add_verify_arg, check_index_dir, check_model_arg, check_text_arg, open_searcher, positive_float,
+    add_model_args, add_verify_arg, check_index_args, check_text_arg, open_searcher, positive_float,
     positive_int,
 )
 
@@ -27,8 +27,7 @@ def add_parser(sub) -> None:
 
 
 def check(args) -> None:
-    check_index_dir(args.index)
-    check_model_arg(args)
+    check_index_args(args)
     for q in args.query:
         check_text_arg(q, "query")
     if args.plan:
