@@ -31,7 +31,7 @@ from starbucks.topics import Qrels
 class Encoded:
     """Every stored size of every query, and per query the ms to encode it up to each layer."""
 
-    def __init__(self, searcher: Searcher, queries: list[str], progress: bool = True):
+    def __init__(self, searcher: Searcher, queries: list[str], progress: bool = True, repeats: int = 3):
         sizes = searcher.index.sizes
         layers = sorted({s.layer for s in sizes})
         self.vectors = {s: np.empty((len(queries), s.dim), dtype=np.float32) for s in sizes}
@@ -40,9 +40,12 @@ class Encoded:
         for i, query in enumerate(tqdm(queries, desc="encoding topics", unit="query", disable=not progress, leave=False)):
             for layer in layers:
                 wanted = sizes if layer == layers[-1] else [s for s in sizes if s.layer == layer]
-                t = time.perf_counter()
-                out = searcher.encoder.encode_queries([query], wanted)
-                self.encode_ms[layer][i] = (time.perf_counter() - t) * 1000
+                times = []
+                for _ in range(repeats):  # the median of a few: one disturbed run does not count
+                    t = time.perf_counter()
+                    out = searcher.encoder.encode_queries([query], wanted)
+                    times.append((time.perf_counter() - t) * 1000)
+                self.encode_ms[layer][i] = statistics.median(times)
             for s in sizes:
                 self.vectors[s][i] = out[s][0]
 
@@ -54,17 +57,22 @@ class Encoded:
 
 
 def run_plan(searcher: Searcher, plan: Plan, encoded: Encoded, qids: list[str], k: int,
-             margin: float | None = None) -> tuple[dict[str, list[str]], float, float]:
-    """Run ``plan`` one query at a time: rankings, mean ms per query (encoding included), stopped fraction."""
+             margin: float | None = None, repeats: int = 3) -> tuple[dict[str, list[str]], float, float]:
+    """Run ``plan`` one query at a time, ``repeats`` passes: rankings, mean ms per query (encoding
+    included; each query's median over the passes), stopped fraction."""
     layer = max(s.layer for s in plan.sizes)
-    rankings, total, stopped = {}, [], 0
-    for i, qid in enumerate(qids):
-        t = time.perf_counter()
-        result = searcher.run(plan, encoded.query(i, plan), k, margin)[0]
-        total.append(encoded.encode_ms[layer][i] + (time.perf_counter() - t) * 1000)
-        rankings[qid] = result.docids
-        stopped += result.stopped_early
-    return rankings, statistics.fmean(total), stopped / len(qids)
+    rankings, stopped = {}, 0
+    runs = np.empty((repeats, len(qids)))
+    for r in range(repeats):  # whole passes, so a burst of other work hits one pass, not every one
+        for i, qid in enumerate(qids):
+            t = time.perf_counter()
+            result = searcher.run(plan, encoded.query(i, plan), k, margin)[0]
+            runs[r, i] = (time.perf_counter() - t) * 1000
+            if r == 0:
+                rankings[qid] = result.docids
+                stopped += result.stopped_early
+    total = encoded.encode_ms[layer] + np.median(runs, axis=0)
+    return rankings, float(np.mean(total)), stopped / len(qids)
 
 
 def measure_plans(searcher: Searcher, plans: list[Plan], encoded: Encoded, qids: list[str], qrels: Qrels,
@@ -113,6 +121,8 @@ def calibrate(searcher: Searcher, topics: dict[str, str], qrels: Qrels, measure:
     if not 0 <= tolerance < 1:
         raise ValueError(f"tolerance must be a fraction in [0, 1), not {tolerance!r}")
     (m,) = parse_measures([measure])
+    if remeasure:
+        searcher.planner.remeasure()
     topics = judged_topics(topics, qrels)
     qids = list(topics)
     k = min(depth_for([m]), len(searcher.index))
@@ -121,6 +131,6 @@ def calibrate(searcher: Searcher, topics: dict[str, str], qrels: Qrels, measure:
     points = measure_plans(searcher, plans, encoded, qids, qrels, m, k, progress)
     frontier = [learn_margin(searcher, p, encoded, qids, qrels, m, k, tolerance) if len(p.plan) > 1 else p
                 for p in pareto(points)]
-    result = Frontier(machine=machine_key(), index=index_key(searcher.index), measure=str(m), k=k,
+    result = Frontier(machine=machine_key(searcher.encoder), index=index_key(searcher.index), measure=str(m), k=k,
                       topics=topics_name, queries=len(qids), plans_measured=len(plans), points=frontier)
     return result, points

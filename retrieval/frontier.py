@@ -79,6 +79,19 @@ class Frontier:
                              f"({plan}: {cheapest.ms:.2f} ms measured)")
         return max(fits, key=lambda x: (x[0].effectiveness, -x[0].ms))[1]
 
+    def best(self, k: int) -> Plan | None:
+        """The most effective frontier plan returning k (None if none does)."""
+        usable = [(p, at_depth(p.plan, k)) for p in self.points]
+        usable = [(p, plan) for p, plan in usable if plan is not None]
+        return max(usable, key=lambda x: (x[0].effectiveness, -x[0].ms))[1] if usable else None
+
+    def measured(self, plan: Plan) -> float | None:
+        """The calibrated latency of ``plan`` (whatever its last stage keeps), None if not on the frontier."""
+        for p in self.points:
+            if len(p.plan) == len(plan) and at_depth(p.plan, plan[-1].keep) == plan:
+                return p.ms
+        return None
+
     def margin(self, plan: Plan) -> float | None:
         """The early-stopping margin learnt for this plan (whatever its last stage keeps): infinite
         where calibration found stopping never pays; None for a plan it did not learn one for."""

@@ -1,9 +1,9 @@
-"""Turn a latency budget into a plan, from a cost model measured on this machine.
+"""Turn a latency budget into a plan, from latencies measured on this machine.
 
 The cost model holds three measured tables, cached in ``costs.json`` in the index
-folder and re-measured when the machine (CPU count, thread settings) changes:
+folder:
 
-* ``encode_ms[layer]``: encoding one query up to that layer;
+* ``encode_ms[layer]``: encoding one query up to that layer, with the searcher's encoder;
 * ``first_ms[size][keep]``: the first stage at that size (its FAISS index, or an
   exact scan of the stored vectors) returning ``keep`` candidates;
 * ``rescore_us[size]``: rescoring one candidate at that size (fetch + dot product).
@@ -11,23 +11,33 @@ folder and re-measured when the machine (CPU count, thread settings) changes:
 A plan's predicted latency is ``encode_ms[deepest layer] + first_ms[first size][keep]``
 plus, for every later stage, ``rescore_us[size] x candidates it receives``.
 
-Choosing: after ``starbucks calibrate`` (``calibration.json`` measured on this machine
-and index), the most effective calibrated plan whose measured latency fits the budget.
-Without one, the cost model alone: among candidate plans whose prediction fits the
+A measurement belongs to the machine, the encoder and the thread count (``machine_key``):
+change any and it is measured again. Encoding is measured in separate rounds; rounds that
+disagree (other work on the machine) are retried once and then used but never cached.
+Budgeted searches record their latency, and when recent ones run well away from the
+prediction the cost model is measured again (``Planner.observe``).
+
+Choosing: after ``starbucks calibrate`` (``calibration.json`` measured on this machine,
+encoder and index), the most effective calibrated plan whose measured latency fits the
+budget. Without one, the cost model alone: among candidate plans whose prediction fits the
 budget, the one expected to be most effective wins. Expected effectiveness orders plans
 by their last stage's size (deeper, then wider), then their first stage's size, then
 how many candidates reach the last stage; cost breaks ties. The first such choice warns
-once, and ``Planner.source`` says which was used. ``budget=None`` takes the most
-effective plan regardless of cost: an exhaustive scan at the largest stored size.
+once, and ``Planner.source`` says which was used. ``budget=None`` measures nothing: the
+calibrated frontier's most effective plan, or else a default cascade (a shortlist at the
+widest last-layer shortlist size, reranked at the full size). Choices are cached per
+(budget, k).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
 import os
 import platform
 import statistics
+import threading
 import time
 import warnings
 
@@ -41,6 +51,11 @@ from starbucks.sizes import Size
 COSTS = "costs.json"
 KEEPS = (50, 100, 200, 500, 1000, 2000)
 MIDDLE_KEEPS = (50, 100, 200)
+MEASURE_ROUNDS = 3  # separate rounds of the encoding measurement
+MAX_SPREAD = 1.5  # rounds further apart than this: the machine was busy; not cached
+DRIFT = 1.5  # observed latency this far above or below the prediction (median of recent queries): re-measure
+DRIFT_WINDOW = 16  # budgeted queries the drift check looks at
+DEFAULT_SHORTLIST = 1000  # candidates the uncalibrated default cascade reranks
 SAMPLE_QUERIES = (
     "what is the best way to reduce memory use in a search engine",
     "symptoms of vitamin d deficiency",
@@ -53,11 +68,16 @@ SAMPLE_QUERIES = (
 )
 
 
-def machine_key() -> str:
+def machine_key(encoder=None) -> str:
+    """What a measured latency depends on: the processor, the cores, and the encoder and thread
+    count that search (a measurement taken with another encoder or thread setting does not apply)."""
     import faiss
     import torch
 
-    return f"{platform.machine()}|cpus={os.cpu_count()}|torch_threads={torch.get_num_threads()}|faiss_threads={faiss.omp_get_max_threads()}"
+    kind = getattr(encoder, "kind", "torch")
+    threads = getattr(encoder, "threads", None) or torch.get_num_threads()
+    return (f"{platform.machine()}|cpus={os.cpu_count()}|encoder={kind}|threads={threads}"
+            f"|torch_threads={torch.get_num_threads()}|faiss_threads={faiss.omp_get_max_threads()}")
 
 
 @dataclasses.dataclass
@@ -67,6 +87,13 @@ class CostModel:
     encode_ms: dict[int, float]
     first_ms: dict[Size, dict[int, float]]
     rescore_us: dict[Size, float]
+    spread: float = 1.0  # largest over smallest of the encoding rounds: far above 1 means disturbed
+    load_average: float | None = None  # the 1-minute load average when measured
+
+    @property
+    def contended(self) -> bool:
+        """Whether the measurement was disturbed by other work (its rounds disagree)."""
+        return self.spread > MAX_SPREAD
 
     def first(self, size: Size, keep: int) -> float:
         """Interpolate the first-stage cost linearly in keep between measured points."""
@@ -87,6 +114,7 @@ class CostModel:
             "encode_ms": {str(k): v for k, v in self.encode_ms.items()},
             "first_ms": {str(s): {str(k): v for k, v in t.items()} for s, t in self.first_ms.items()},
             "rescore_us": {str(s): v for s, v in self.rescore_us.items()},
+            "spread": self.spread, "load_average": self.load_average,
         }
 
     @classmethod
@@ -96,6 +124,7 @@ class CostModel:
             encode_ms={int(k): v for k, v in d["encode_ms"].items()},
             first_ms={Size.parse(s): {int(k): v for k, v in t.items()} for s, t in d["first_ms"].items()},
             rescore_us={Size.parse(s): v for s, v in d["rescore_us"].items()},
+            spread=d.get("spread", 1.0), load_average=d.get("load_average"),
         )
 
 
@@ -109,18 +138,29 @@ def _median_ms(fn, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def measure(searcher) -> CostModel:
-    """Time encoding, first stages and rescoring on this machine, one query at a time."""
+def _encode_table(encoder, sizes, queries) -> dict[int, float]:
+    """Median ms to encode one query up to each stored layer."""
+    table = {}
+    for layer in sorted({s.layer for s in sizes}):
+        size = max(s for s in sizes if s.layer == layer)
+        table[layer] = statistics.median(
+            _median_ms(lambda q=q: encoder.encode_queries([q], [size]), 3) for q in queries[:4]
+        )
+    return table
+
+
+def measure(searcher, rounds: int = MEASURE_ROUNDS) -> CostModel:
+    """Time encoding, first stages and rescoring on this machine, one query at a time.
+
+    Encoding, the largest cost, is measured in ``rounds`` separate rounds; the model keeps
+    their median and records their spread (largest round over smallest), so a measurement
+    disturbed by other work shows as such and is not cached (see ``Planner``).
+    """
     index, encoder = searcher.index, searcher.encoder
     sizes = index.sizes
     queries = list(SAMPLE_QUERIES)
     vectors = encoder.encode_queries(queries, sizes)
-    encode_ms = {}
-    for layer in sorted({s.layer for s in sizes}):
-        size = max(s for s in sizes if s.layer == layer)
-        encode_ms[layer] = statistics.median(
-            _median_ms(lambda q=q: encoder.encode_queries([q], [size]), 3) for q in queries[:4]
-        )
+    encode_rounds = [_encode_table(encoder, sizes, queries)]
     n = len(index)
     keeps = sorted({min(k, n) for k in KEEPS} | {1})
     first_ms = {}
@@ -133,7 +173,14 @@ def measure(searcher) -> CostModel:
     for size in sizes:
         q = vectors[size][0]
         rescore_us[size] = _median_ms(lambda: index.rescore(size, q, rows)) * 1000 / len(rows)
-    return CostModel(machine_key(), index_key(index), encode_ms, first_ms, rescore_us)
+    encode_rounds += [_encode_table(encoder, sizes, queries) for _ in range(rounds - 1)]
+    layers = list(encode_rounds[0])
+    encode_ms = {layer: statistics.median(r[layer] for r in encode_rounds) for layer in layers}
+    # Half a millisecond of slack: sub-millisecond timings jitter by more than 1.5x on any machine.
+    spread = max((max(r[layer] for r in encode_rounds) + 0.5) / (min(r[layer] for r in encode_rounds) + 0.5)
+                 for layer in layers)
+    return CostModel(machine_key(encoder), index_key(index), encode_ms, first_ms, rescore_us,
+                     spread=spread, load_average=round(os.getloadavg()[0], 2))
 
 
 def index_key(index) -> str:
@@ -151,34 +198,110 @@ def _larger(a: Size, b: Size) -> bool:
 
 
 class Planner:
-    """Enumerates the plans an index supports and picks one for a budget."""
+    """Enumerates the plans an index supports and picks one for a budget.
 
-    def __init__(self, index, costs: CostModel, frontier: Frontier | None = None):
+    Nothing is measured until a budget in milliseconds needs the cost model; the default
+    path (``budget=None``) never measures. Choices are cached per (budget, k) until the
+    cost model changes.
+    """
+
+    def __init__(self, index, costs: CostModel | None = None, frontier: Frontier | None = None, searcher=None):
         self.index = index
-        self.costs = costs
+        self._costs = costs
         self.frontier = frontier
+        self.searcher = searcher
         self.source = "calibration" if frontier is not None else "cost model"
         self._warned = False
+        self._chosen: dict[tuple, Plan] = {}
+        self._ratios: collections.deque = collections.deque(maxlen=DRIFT_WINDOW)
+        self._lock = threading.Lock()
 
     @classmethod
     def for_searcher(cls, searcher) -> "Planner":
-        """Load the cached cost model if it fits this machine and index, else measure and cache it."""
+        """The planner of a searcher: its calibration if measured here; the cost model on demand."""
         index = searcher.index
-        path = index.path / COSTS
-        costs = None
-        if path.is_file():
-            try:
-                costs = CostModel.from_dict(json.loads(path.read_text()))
-            except (json.JSONDecodeError, KeyError, ValueError, TypeError):
-                costs = None
-        if costs is None or costs.machine != machine_key() or costs.index != index_key(index) \
-                or set(costs.rescore_us) != set(index.sizes):
-            costs = measure(searcher)
+        return cls(index, None, Frontier.load(index.path, machine_key(searcher.encoder), index_key(index)), searcher)
+
+    @property
+    def costs(self) -> CostModel:
+        """The cost model: cached in the index if it was measured here with this encoder and these
+        threads, else measured now (and cached only if the measurement was undisturbed)."""
+        if self._costs is None:
+            self._costs = self._cached_costs() or self.remeasure()
+        return self._costs
+
+    def _cached_costs(self) -> CostModel | None:
+        path = self.index.path / COSTS
+        if self.searcher is None or not path.is_file():
+            return None
+        try:
+            costs = CostModel.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError, ValueError, TypeError):
+            return None
+        if costs.machine != machine_key(self.searcher.encoder) or costs.index != index_key(self.index) \
+                or set(costs.rescore_us) != set(self.index.sizes) or costs.contended:
+            return None
+        return costs
+
+    def remeasure(self) -> CostModel:
+        """Measure the cost model afresh; cache it in the index unless other work disturbed it."""
+        if self.searcher is None:
+            raise ValueError("this planner has no searcher to measure costs with")
+        costs = measure(self.searcher)
+        if costs.contended:  # one retry: a passing burst of other work
+            costs = min(costs, measure(self.searcher), key=lambda c: c.spread)
+        path = self.index.path / COSTS
+        if costs.contended:
+            warnings.warn(f"the cost model was measured while the machine was busy (rounds {costs.spread:.1f}x apart, "
+                          f"load {costs.load_average}); used for now, not cached in {path}", stacklevel=2)
+        else:
             try:
                 atomic_write_json(path, costs.to_dict())
             except OSError as e:
-                warnings.warn(f"could not cache the cost model in {path}: {e}")
-        return cls(index, costs, Frontier.load(index.path, machine_key(), index_key(index)))
+                warnings.warn(f"could not cache the cost model in {path}: {e}", stacklevel=2)
+        with self._lock:
+            self._costs = costs
+            self._chosen.clear()
+            self._ratios.clear()
+        return costs
+
+    def observe(self, plan: Plan, ms: float) -> None:
+        """Record a budgeted query's measured latency; when recent queries run well away from what
+        the cost model predicts, measure it again (calibrated plans only warn: rerun calibrate)."""
+        calibrated = self.frontier is not None and self.source == "calibration"
+        predicted = self.frontier.measured(plan) if calibrated else (self._costs.predict(plan) if self._costs else None)
+        if not predicted:
+            return
+        with self._lock:
+            self._ratios.append(ms / predicted)
+            if len(self._ratios) < DRIFT_WINDOW:
+                return
+            ratio = statistics.median(self._ratios)
+            self._ratios.clear()
+        if 1 / DRIFT <= ratio <= DRIFT:
+            return
+        if calibrated:
+            warnings.warn(f"searches take {ratio:.1f}x the calibrated latency: rerun starbucks calibrate "
+                          f"--remeasure on this machine", stacklevel=3)
+        else:
+            self.remeasure()
+
+    def default(self, k: int) -> Plan:
+        """The plan for ``budget=None``: the calibrated frontier's most effective plan, else a
+        shortlist at the widest last-layer shortlist size reranked at the full size. Measures nothing."""
+        if self.frontier is not None:
+            plan = self.frontier.best(k)
+            if plan is not None:
+                self.source = "calibration"
+                return plan
+        sizes = self.index.sizes
+        full = max(sizes)
+        shortlist = [s for s in self.index.manifest.shortlist if s != full and _larger(s, full)]
+        n = len(self.index)
+        if not shortlist:  # nothing to shortlist from: the FAISS index (or scan) at the full size
+            return Plan([Stage(full, max(k, min(n, DEFAULT_SHORTLIST)))])
+        first = max(shortlist, key=lambda s: (s.layer == full.layer, s.dim, s.layer))
+        return Plan([Stage(first, max(k, min(n, DEFAULT_SHORTLIST))), Stage(full, k)])
 
     def candidates(self, k: int) -> list[Plan]:
         """Every plan considered for a budget: exhaustive scans and 1-3 stage cascades."""
@@ -204,14 +327,20 @@ class Planner:
         return (_size_key(plan[-1].size), _size_key(plan[0].size), reach)
 
     def choose(self, budget: float | None, k: int) -> Plan:
-        """The most effective plan whose predicted latency (ms) fits ``budget``."""
-        plans = self.candidates(k)
-        n = len(self.index)
-        rank = lambda p: (self.expected_effectiveness(p, n), -self.costs.predict(p))
-        if budget is None:
-            return max(plans, key=rank)
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
+        """The most effective plan whose (measured or predicted) latency in ms fits ``budget``;
+        ``None``: the default plan (``default``). Cached per (budget, k)."""
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                                   or not math.isfinite(budget) or budget <= 0):
             raise ValueError(f"budget must be a positive number of milliseconds, a Plan or None, not {budget!r}")
+        key = (budget, k)
+        plan = self._chosen.get(key)
+        if plan is None:
+            plan = self.default(k) if budget is None else self._choose(float(budget), k)
+            with self._lock:
+                self._chosen[key] = plan
+        return plan
+
+    def _choose(self, budget: float, k: int) -> Plan:
         if self.frontier is not None:
             plan = self.frontier.choose(budget, k)
             if plan is not None:
@@ -220,14 +349,17 @@ class Planner:
             self._warn(f"no calibrated plan returns k={k} (calibrated at k={self.frontier.k})")
         else:
             self._warn(f"{self.index.path} has no calibration for this machine")
-        fits = [p for p in plans if self.costs.predict(p) <= budget]
+        plans = self.candidates(k)
+        costs = self.costs
+        fits = [p for p in plans if costs.predict(p) <= budget]
         if not fits:
-            cheapest = min(plans, key=self.costs.predict)
+            cheapest = min(plans, key=costs.predict)
             raise ValueError(
-                f"budget {budget} ms is below the cheapest plan on this machine "
-                f"({cheapest}: {self.costs.predict(cheapest):.2f} ms predicted)"
+                f"budget {budget:g} ms is below the cheapest plan on this machine "
+                f"({cheapest}: {costs.predict(cheapest):.2f} ms predicted)"
             )
-        return max(fits, key=rank)
+        n = len(self.index)
+        return max(fits, key=lambda p: (self.expected_effectiveness(p, n), -costs.predict(p)))
 
     def _warn(self, why: str) -> None:
         """Say once that a budget is planned from the cost model alone."""

@@ -103,14 +103,18 @@ class Searcher:
         """Top-k for many queries: encoded and shortlisted together, timings amortised per query."""
         if isinstance(queries, str):
             raise TypeError("search_batch takes a list of queries; use search() for one")
+        t0 = time.perf_counter()
         plan = self.resolve(budget, k)
         margin = self.planner.margin(plan) if early_stop else None
         if not queries:
             return []
-        t0 = time.perf_counter()
+        t1 = time.perf_counter()
         vectors = self.encoder.encode_queries(queries, sorted(set(plan.sizes)))
-        encode_ms = (time.perf_counter() - t0) * 1000 / len(queries)
-        return self.run(plan, vectors, k, margin, {"encode": encode_ms})
+        encode_ms = (time.perf_counter() - t1) * 1000 / len(queries)
+        results = self.run(plan, vectors, k, margin, {"encode": encode_ms})
+        if isinstance(budget, (int, float)) and not isinstance(budget, bool) and len(queries) == 1:
+            self.planner.observe(plan, (time.perf_counter() - t0) * 1000)
+        return results
 
     def run(self, plan: Plan, vectors: dict, k: int, margin: float | None = None,
             timings: dict[str, float] | None = None) -> list[Result]:

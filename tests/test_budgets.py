@@ -1,0 +1,149 @@
+"""Budgets that keep their promise: measured with the searching encoder, re-measured when stale,
+contended or drifting; the default path measures nothing; the contract on a synthetic frontier."""
+import json
+import random
+import shutil
+import warnings
+
+import pytest
+
+import retrieval.planner as planner_module
+from indexes import Index
+from retrieval import Plan, Searcher
+from retrieval.frontier import CALIBRATION, Frontier, Point, pareto
+from retrieval.planner import COSTS, DRIFT_WINDOW, CostModel, Planner, machine_key
+
+
+@pytest.fixture
+def index_copy(built_index, tmp_path):
+    folder = tmp_path / "idx"
+    shutil.copytree(built_index, folder)
+    for name in (CALIBRATION, COSTS):
+        (folder / name).unlink(missing_ok=True)
+    return folder
+
+
+def test_default_path_measures_nothing_writes_nothing_scans_nothing(index_copy, tiny_model, monkeypatch):
+    before = sorted(p.name for p in index_copy.rglob("*"))
+    monkeypatch.setattr(planner_module, "measure", lambda s, *a: pytest.fail("measured costs on a query"))
+    monkeypatch.setattr(Index, "scan", lambda *a, **k: pytest.fail("scanned every vector"))
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "cost model alone" warning either
+        result = searcher.search("coffee roasting", k=5)
+    assert len(result.docids) == 5
+    assert len(result.plan) == 2 and result.plan[-1].size == max(searcher.index.sizes)
+    assert result.plan[0].size in searcher.index.manifest.shortlist
+    assert sorted(p.name for p in index_copy.rglob("*")) == before
+
+
+def test_plan_choice_is_cached_per_budget_and_k(index_copy, tiny_model, monkeypatch):
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    planner = Planner(searcher.index, fake_costs(searcher), None, searcher)
+    calls = []
+    real = planner.candidates
+    monkeypatch.setattr(planner, "candidates", lambda k: calls.append(k) or real(k))
+    with pytest.warns(UserWarning, match="cost model alone"):
+        a = planner.choose(8.0, 10)
+    assert planner.choose(8.0, 10) == a and planner.choose(None, 10) and calls == [10]
+    planner.choose(8.0, 5)
+    assert calls == [10, 5]
+
+
+def fake_costs(searcher) -> CostModel:
+    sizes = searcher.index.sizes
+    first = {s: {1: 0.1, 200: 0.2} for s in sizes}
+    return CostModel(machine_key(searcher.encoder), planner_module.index_key(searcher.index),
+                     {s.layer: float(s.layer) for s in sizes}, first, {s: 2.0 for s in sizes})
+
+
+def test_costs_from_another_encoder_or_thread_count_are_measured_again(index_copy, tiny_model, monkeypatch):
+    monkeypatch.setattr(planner_module, "MAX_SPREAD", float("inf"))
+    torch_searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    costs = torch_searcher.planner.costs
+    assert json.loads((index_copy / COSTS).read_text())["machine"] == costs.machine
+    assert "encoder=torch|threads=1" in costs.machine
+    measured = []
+    real = planner_module.measure
+    monkeypatch.setattr(planner_module, "measure", lambda s, *a: measured.append(s.encoder.kind) or real(s))
+    assert Searcher(index_copy, model=tiny_model, encoder="torch", threads=1).planner.costs == costs
+    assert measured == []
+    onnx = Searcher(index_copy, model=tiny_model, encoder="onnx", threads=1).planner.costs
+    assert measured == ["onnx"] and "encoder=onnx|" in onnx.machine
+
+
+def test_a_contended_measurement_is_retried_and_not_cached(index_copy, tiny_model, monkeypatch):
+    rounds = iter(range(1000))
+
+    def disturbed(encoder, sizes, queries):  # every other encoding round 20x slower: another process took the core
+        ms = 1.0 if next(rounds) % 2 else 20.0
+        return {s.layer: ms for s in sizes}
+
+    monkeypatch.setattr(planner_module, "_encode_table", disturbed)
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    with pytest.warns(UserWarning, match="machine was busy"):
+        costs = searcher.planner.costs
+    assert costs.contended and not (index_copy / COSTS).exists()
+    # A contended costs.json left by an older version is not trusted either.
+    (index_copy / COSTS).write_text(json.dumps(costs.to_dict()))
+    monkeypatch.setattr(planner_module, "_encode_table", lambda enc, sizes, qs: {s.layer: 1.0 for s in sizes})
+    fresh = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1).planner.costs
+    assert not fresh.contended and json.loads((index_copy / COSTS).read_text())["spread"] == 1.0
+
+
+def test_drifting_latencies_trigger_a_new_measurement(index_copy, tiny_model, monkeypatch):
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    planner = Planner(searcher.index, fake_costs(searcher), None, searcher)
+    remeasured = []
+    monkeypatch.setattr(planner, "remeasure", lambda: remeasured.append(1))
+    plan = Plan.parse("1x8:100,4x48:10")
+    predicted = planner.costs.predict(plan)
+    for _ in range(DRIFT_WINDOW):
+        planner.observe(plan, predicted * 1.1)  # within bounds
+    assert remeasured == []
+    for _ in range(DRIFT_WINDOW):
+        planner.observe(plan, predicted * 4)  # the machine got slower
+    assert remeasured == [1]
+
+
+def test_calibrate_remeasure_forces_a_fresh_cost_model(index_copy, tiny_model, monkeypatch):
+    from retrieval.calibrate import calibrate
+
+    monkeypatch.setattr(planner_module, "MAX_SPREAD", float("inf"))
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    searcher.planner.costs
+    measured = []
+    real = planner_module.measure
+    monkeypatch.setattr(planner_module, "measure", lambda s, *a: measured.append(1) or real(s))
+    topics = {"q1": "coffee roasting", "q2": "jazz harmony"}
+    qrels = {"q1": {searcher.index.docids[0]: 1}, "q2": {searcher.index.docids[1]: 1}}
+    calibrate(searcher, topics, qrels, progress=False, remeasure=True)
+    assert measured == [1]
+
+
+def synthetic_frontier(seed: int) -> Frontier:
+    rng = random.Random(seed)
+    plans = [f"1x8:{keep},4x48:10" for keep in (50, 100, 200, 500, 1000)] + ["2x16:200,4x48:10", "4x48:1000"]
+    points = [Point(Plan.parse(p), rng.uniform(1, 30), rng.uniform(0.1, 0.9)) for p in plans]
+    return Frontier("m", "i", "nDCG@10", 10, "t", 50, len(points), pareto(points))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_budget_contract_on_a_synthetic_frontier(seed):
+    frontier = synthetic_frontier(seed)
+    budgets = sorted({p.ms for p in frontier.points} | {p.ms * f for p in frontier.points for f in (0.99, 1.01, 1.1)})
+    chosen = {}
+    for budget in budgets:
+        try:
+            plan = frontier.choose(budget, 10)
+        except ValueError:
+            assert budget < frontier.points[0].ms
+            continue
+        chosen.setdefault(str(plan), budget)  # the smallest budget that selects it
+        point = next(p for p in frontier.points if p.plan == plan)
+        assert point.ms <= budget
+        # never less effective than a frontier plan that is no slower
+        assert all(q.effectiveness <= point.effectiveness for q in frontier.points if q.ms <= point.ms)
+        assert all(q.effectiveness <= point.effectiveness for q in frontier.points if q.ms <= budget)
+    for point in frontier.points:  # every frontier plan is selectable, within 1.1x of its smallest budget
+        assert point.ms <= 1.1 * chosen[str(point.plan)]
