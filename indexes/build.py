@@ -200,7 +200,8 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
     shutil.rmtree(final, ignore_errors=True)
     final.mkdir()
     _assemble(work / "chunks", final, sizes, shortlist, index_type, num_docs, progress)
-    # ---- BM25 storage (bm25=True) goes here: written into `final` before the manifest lists its files ----
+    if bm25:
+        _store_bm25(source, final, progress)
     # ---- end of BM25 storage ----
     files = {
         str(p.relative_to(final)): {"bytes": p.stat().st_size, "sha256": file_digest(p)}
@@ -411,3 +412,24 @@ def _publish(final: Path, out: Path) -> None:
     else:
         os.rename(final, out)
     fsync_dir(out.parent)
+
+
+def _store_bm25(source, final: Path, progress: bool) -> None:
+    """BM25 over the indexed documents, in row order (documents a policy skipped are left out)."""
+    from indexes.docids import DocidTable
+    from indexes.sparse import FOLDER, build_sparse
+
+    table = DocidTable(final)
+    n = len(table)
+
+    def texts():
+        row = 0
+        for doc in iter_corpus(source):
+            if row < n and doc.docid == table[row]:
+                yield doc.text
+                row += 1
+        if row != n:
+            raise StarbucksError(f"{source}: the corpus changed while the index was built (BM25 found {row} of {n} documents)")
+
+    (final / FOLDER).mkdir()
+    build_sparse(texts(), final / FOLDER, progress=progress)

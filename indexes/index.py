@@ -48,6 +48,7 @@ class Index:
             if index.ntotal != self.manifest.num_docs or index.d != s.dim:
                 raise InputError(f"FAISS index holds {index.ntotal} x {index.d}, expected {self.manifest.num_docs} x {s.dim}", file)
             self.shortlist[s] = to_gpu(index)  # unchanged without a GPU build of FAISS
+        self.bm25 = _load_sparse(self.path, self.manifest)  # None unless built with bm25=True
         # Exact scans on the GPU (a flat copy of each other size) when GPU FAISS sees one; else none.
         self.gpu_exact = {s: g for s in self.manifest.sizes if s not in self.shortlist
                           and (g := gpu_exact(self.vectors[s])) is not None}
@@ -64,6 +65,10 @@ class Index:
         return self.manifest.sizes
 
     def require(self, size: Size) -> None:
+        if size == "bm25":
+            if self.bm25 is None:
+                raise StarbucksError(f"{self.path} has no BM25 index: build it with starbucks index --bm25")
+            return
         if size not in self.vectors:
             stored = ", ".join(str(s) for s in self.sizes)
             raise StarbucksError(f"size {size} is not stored in {self.path} (stored: {stored})")
@@ -125,6 +130,18 @@ def check_files(folder: Path, manifest: Manifest, verify: bool) -> tuple[int, in
 def verify_index(path: str | Path) -> tuple[int, int]:
     """``starbucks verify``: the manifest reads, and every file's size and checksum match it."""
     return check_files(Path(path), Manifest.read(Path(path)), verify=True)
+
+
+def _load_sparse(path: Path, manifest: Manifest):
+    """The stored BM25 index, if the manifest lists one."""
+    from indexes.sparse import FOLDER, SparseIndex
+
+    if not any(rel.startswith(FOLDER + "/") for rel in manifest.files):
+        return None
+    try:
+        return SparseIndex(path / FOLDER)
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"unreadable BM25 index ({e})", path / FOLDER) from None
 
 
 def _dot(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:

@@ -36,6 +36,8 @@ class Encoded:
         layers = sorted({s.layer for s in sizes})
         self.vectors = {s: np.empty((len(queries), s.dim), dtype=np.float32) for s in sizes}
         self.encode_ms = {layer: np.empty(len(queries)) for layer in layers}
+        self.encode_ms[0] = np.zeros(len(queries))  # a BM25-only plan encodes nothing
+        self.texts = list(queries)
         searcher.encoder.encode_queries(queries[:1], sizes)  # warm-up
         for i, query in enumerate(tqdm(queries, desc="encoding topics", unit="query", disable=not progress, leave=False)):
             for layer in layers:
@@ -50,7 +52,10 @@ class Encoded:
                 self.vectors[s][i] = out[s][0]
 
     def __len__(self) -> int:
-        return len(next(iter(self.encode_ms.values())))
+        return len(self.texts)
+
+    def text(self, i: int) -> list[str]:
+        return self.texts[i : i + 1]
 
     def query(self, i: int, plan: Plan) -> dict[Size, np.ndarray]:
         return {s: self.vectors[s][i : i + 1] for s in set(plan.sizes)}
@@ -60,13 +65,13 @@ def run_plan(searcher: Searcher, plan: Plan, encoded: Encoded, qids: list[str], 
              margin: float | None = None, repeats: int = 3) -> tuple[dict[str, list[str]], float, float]:
     """Run ``plan`` one query at a time, ``repeats`` passes: rankings, mean ms per query (encoding
     included; each query's median over the passes), stopped fraction."""
-    layer = max(s.layer for s in plan.sizes)
+    layer = plan.layer
     rankings, stopped = {}, 0
     runs = np.empty((repeats, len(qids)))
     for r in range(repeats):  # whole passes, so a burst of other work hits one pass, not every one
         for i, qid in enumerate(qids):
             t = time.perf_counter()
-            result = searcher.run(plan, encoded.query(i, plan), k, margin)[0]
+            result = searcher.run(plan, encoded.query(i, plan), k, margin, texts=encoded.text(i))[0]
             runs[r, i] = (time.perf_counter() - t) * 1000
             if r == 0:
                 rankings[qid] = result.docids
@@ -129,7 +134,8 @@ def calibrate(searcher: Searcher, topics: dict[str, str], qrels: Qrels, measure:
     encoded = Encoded(searcher, [topics[q] for q in qids], progress)
     plans = searcher.planner.candidates(k)
     points = measure_plans(searcher, plans, encoded, qids, qrels, m, k, progress)
-    frontier = [learn_margin(searcher, p, encoded, qids, qrels, m, k, tolerance) if len(p.plan) > 1 else p
+    frontier = [learn_margin(searcher, p, encoded, qids, qrels, m, k, tolerance)
+                if len(p.plan) > 1 and not p.plan.uses_bm25 else p
                 for p in pareto(points)]
     result = Frontier(machine=machine_key(searcher.encoder), index=index_key(searcher.index), measure=str(m), k=k,
                       topics=topics_name, queries=len(qids), plans_measured=len(plans), points=frontier)

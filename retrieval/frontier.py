@@ -52,7 +52,7 @@ def at_depth(plan: Plan, k: int) -> Plan | None:
         return Plan([Stage(plan[0].size, max(plan[0].keep, k))])
     if any(s.keep < k for s in plan[:-1]):
         return None
-    return Plan([*plan[:-1], Stage(plan[-1].size, k)])
+    return Plan([*plan[:-1], plan[-1]._replace(keep=k)])
 
 
 @dataclasses.dataclass

@@ -2,6 +2,12 @@
 
 Written ``6x32:1000,6x64:200,6x384:10``: search the 6x32 index for 1000 candidates,
 rescore them at 6x64 and keep 200, rescore those at 6x384 and keep 10.
+
+A first stage can be sparse: ``bm25:1000,6x384:10`` shortlists with BM25 (an index built
+with ``--bm25``) and reranks densely. A plan can also fuse the last stage's dense scores
+with BM25's over the same candidates, as a last item ``fuse=rrf`` (reciprocal-rank fusion)
+or ``fuse=linear:W`` (min-max normalised scores mixed W dense to 1-W BM25):
+``bm25:1000,6x384:10,fuse=rrf``.
 """
 from __future__ import annotations
 
@@ -9,25 +15,51 @@ from typing import NamedTuple
 
 from starbucks.sizes import Size
 
+BM25 = "bm25"
+RRF_K = 60  # the usual reciprocal-rank-fusion constant
+
 
 class Stage(NamedTuple):
-    size: Size
+    size: Size | str  # a dense Size, or BM25 (first stage only)
     keep: int
+    fuse: str | None = None  # on the last stage: "rrf" or "linear:W"
 
     def __str__(self) -> str:
         return f"{self.size}:{self.keep}"
+
+    @property
+    def sparse(self) -> bool:
+        return self.size == BM25
+
+
+def parse_fusion(text: str) -> str:
+    """``rrf`` or ``linear:W`` with 0 <= W <= 1 (the dense score's weight), normalised."""
+    if text == "rrf":
+        return text
+    kind, _, weight = text.partition(":")
+    try:
+        w = float(weight)
+    except ValueError:
+        w = -1.0
+    if kind != "linear" or not 0 <= w <= 1:
+        raise ValueError(f"bad fusion {text!r}: expected rrf or linear:W with W in [0, 1], e.g. linear:0.5")
+    return f"linear:{w:g}"
 
 
 class Plan(tuple):
     """An immutable sequence of stages; the first one shortlists, the rest rerank."""
 
     def __new__(cls, stages) -> "Plan":
-        stages = tuple(s if isinstance(s, Stage) else Stage(Size.parse(s[0]), int(s[1])) for s in stages)
+        stages = tuple(s if isinstance(s, Stage) else Stage(_size(s[0]), int(s[1]), *s[2:]) for s in stages)
         if not stages:
             raise ValueError("a plan needs at least one stage")
-        for stage in stages:
+        for i, stage in enumerate(stages):
             if stage.keep < 1:
                 raise ValueError(f"stage {stage}: keep must be at least 1")
+            if stage.sparse and i > 0:
+                raise ValueError(f"stage {stage}: BM25 can only be the first stage")
+            if stage.fuse is not None and (i != len(stages) - 1 or stage.sparse):
+                raise ValueError("fusion applies to the last stage, and it must be dense")
         for prev, stage in zip(stages, stages[1:]):
             if stage.keep > prev.keep:
                 raise ValueError(f"stage {stage} keeps more than the {prev.keep} candidates it receives")
@@ -35,12 +67,24 @@ class Plan(tuple):
 
     @classmethod
     def parse(cls, text: str) -> "Plan":
-        stages = []
+        stages, fuse = [], None
         for part in text.split(","):
-            size, sep, keep = part.strip().partition(":")
+            part = part.strip()
+            if part.startswith("fuse="):
+                if fuse is not None:
+                    raise ValueError(f"bad plan {text!r}: more than one fuse=")
+                fuse = parse_fusion(part[len("fuse="):])
+                continue
+            if fuse is not None:
+                raise ValueError(f"bad plan {text!r}: fuse= comes last")
+            size, sep, keep = part.partition(":")
             if not sep or not keep.strip().isdigit():
-                raise ValueError(f"bad plan stage {part!r}: expected LAYERxDIM:KEEP, e.g. 6x32:1000")
-            stages.append(Stage(Size.parse(size), int(keep)))
+                raise ValueError(f"bad plan stage {part!r}: expected LAYERxDIM:KEEP or bm25:KEEP, e.g. 6x32:1000")
+            stages.append(Stage(_size(size), int(keep)))
+        if fuse is not None:
+            if not stages:
+                raise ValueError(f"bad plan {text!r}: no stages")
+            stages[-1] = stages[-1]._replace(fuse=fuse)
         return cls(stages)
 
     @classmethod
@@ -48,16 +92,33 @@ class Plan(tuple):
         return cls([Stage(Size.parse(size), depth)])
 
     def __str__(self) -> str:
-        return ",".join(str(s) for s in self)
+        fuse = self[-1].fuse
+        return ",".join(str(s) for s in self) + (f",fuse={fuse}" if fuse else "")
 
     def __repr__(self) -> str:
         return f"Plan({str(self)!r})"
 
     @property
     def sizes(self) -> list[Size]:
-        return [s.size for s in self]
+        """The dense sizes the plan scores with (what the query is encoded at)."""
+        return [s.size for s in self if not s.sparse]
+
+    @property
+    def layer(self) -> int:
+        """The deepest layer the query is encoded to (0: the plan needs no encoding)."""
+        return max((s.layer for s in self.sizes), default=0)
+
+    @property
+    def uses_bm25(self) -> bool:
+        return self[0].sparse or self[-1].fuse is not None
 
     @property
     def depth(self) -> int:
         """How many documents the plan ranks (its shortlist)."""
         return self[0].keep
+
+
+def _size(text) -> Size | str:
+    if isinstance(text, str) and text.strip().lower() == BM25:
+        return BM25
+    return Size.parse(text)

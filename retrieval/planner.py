@@ -45,7 +45,7 @@ import numpy as np
 
 from indexes.files import atomic_write_json
 from retrieval.frontier import Frontier
-from retrieval.plan import Plan, Stage
+from retrieval.plan import BM25, Plan, Stage
 from starbucks.sizes import Size
 
 COSTS = "costs.json"
@@ -55,6 +55,8 @@ MEASURE_ROUNDS = 3  # separate rounds of the encoding measurement
 MAX_SPREAD = 1.5  # rounds further apart than this: the machine was busy; not cached
 DRIFT = 1.5  # observed latency this far above or below the prediction (median of recent queries): re-measure
 DRIFT_WINDOW = 16  # budgeted queries the drift check looks at
+SPARSE_KEEPS = (100, 200, 500, 1000)  # BM25 shortlist depths the planner considers
+FUSIONS = ("rrf", "linear:0.3", "linear:0.5", "linear:0.7")  # fusions of BM25 with the full size it considers
 DEFAULT_SHORTLIST = 1000  # candidates the uncalibrated default cascade reranks
 SAMPLE_QUERIES = (
     "what is the best way to reduce memory use in a search engine",
@@ -103,9 +105,11 @@ class CostModel:
 
     def predict(self, plan: Plan) -> float:
         """Predicted milliseconds for one query."""
-        ms = self.encode_ms[max(s.layer for s in plan.sizes)] + self.first(plan[0].size, plan[0].keep)
+        ms = self.encode_ms.get(plan.layer, 0.0) + self.first(plan[0].size, plan[0].keep)
         for prev, stage in zip(plan, plan[1:]):
             ms += self.rescore_us[stage.size] * prev.keep / 1000
+        if plan[-1].fuse and not plan[0].sparse:  # BM25 scores every row for the fusion
+            ms += self.first(BM25, 1)
         return ms
 
     def to_dict(self) -> dict:
@@ -122,10 +126,14 @@ class CostModel:
         return cls(
             machine=d["machine"], index=d["index"],
             encode_ms={int(k): v for k, v in d["encode_ms"].items()},
-            first_ms={Size.parse(s): {int(k): v for k, v in t.items()} for s, t in d["first_ms"].items()},
+            first_ms={_stage_size(s): {int(k): v for k, v in t.items()} for s, t in d["first_ms"].items()},
             rescore_us={Size.parse(s): v for s, v in d["rescore_us"].items()},
             spread=d.get("spread", 1.0), load_average=d.get("load_average"),
         )
+
+
+def _stage_size(text: str) -> Size | str:
+    return BM25 if text == BM25 else Size.parse(text)
 
 
 def _median_ms(fn, repeats: int = 5) -> float:
@@ -167,6 +175,8 @@ def measure(searcher, rounds: int = MEASURE_ROUNDS) -> CostModel:
     for size in sizes:
         q = vectors[size][:1]
         first_ms[size] = {k: _median_ms(lambda k=k: index.search(size, q, k), 3) for k in keeps}
+    if index.bm25 is not None:
+        first_ms[BM25] = {k: _median_ms(lambda k=k: index.bm25.search(queries[:1], k), 3) for k in keeps}
     rng = np.random.default_rng(0)
     rows = rng.choice(n, size=min(n, 1000), replace=False)
     rescore_us = {}
@@ -188,8 +198,8 @@ def index_key(index) -> str:
     return f"{m.model_fingerprint}:{m.corpus_fingerprint}:{m.index_type}"
 
 
-def _size_key(size: Size) -> tuple[int, int]:
-    return (size.layer, size.dim)
+def _size_key(size: Size | str) -> tuple[int, int]:
+    return (0, 0) if size == BM25 else (size.layer, size.dim)
 
 
 def _larger(a: Size, b: Size) -> bool:
@@ -304,7 +314,8 @@ class Planner:
         return Plan([Stage(first, max(k, min(n, DEFAULT_SHORTLIST))), Stage(full, k)])
 
     def candidates(self, k: int) -> list[Plan]:
-        """Every plan considered for a budget: exhaustive scans and 1-3 stage cascades."""
+        """Every plan considered for a budget: exhaustive scans, 1-3 stage cascades, and with a stored
+        BM25 index the BM25 plans (``sparse_candidates``)."""
         n = len(self.index)
         depth = max(k, min(1000, n))
         plans = [Plan([Stage(s, depth)]) for s in self.index.sizes]
@@ -318,13 +329,26 @@ class Planner:
                             for mk in MIDDLE_KEEPS:
                                 if k <= mk < keep:
                                     plans.append(Plan([Stage(first, keep), Stage(middle, mk), Stage(last, k)]))
-        return plans
+        return plans + self.sparse_candidates(k)
 
     @staticmethod
     def expected_effectiveness(plan: Plan, num_docs: int) -> tuple:
-        """The documented preference order (higher is better); cost is not part of it."""
+        """The documented preference order (higher is better); cost is not part of it. BM25 ranks
+        below every dense size here: only calibration measures what it is worth."""
         reach = plan[-2].keep if len(plan) > 1 else num_docs
         return (_size_key(plan[-1].size), _size_key(plan[0].size), reach)
+
+    def sparse_candidates(self, k: int) -> list[Plan]:
+        """Plans with BM25: alone, shortlisting for the full size, and fused with it."""
+        if self.index.bm25 is None:
+            return []
+        n = len(self.index)
+        full = max(self.index.sizes)
+        plans = [Plan([Stage(BM25, max(k, min(1000, n)))])]
+        for keep in sorted({min(x, n) for x in SPARSE_KEEPS if x >= k} | {min(max(k, 100), n)}):
+            plans.append(Plan([Stage(BM25, keep), Stage(full, k)]))
+            plans += [Plan([Stage(BM25, keep), Stage(full, k, fuse)]) for fuse in FUSIONS]
+        return plans
 
     def choose(self, budget: float | None, k: int) -> Plan:
         """The most effective plan whose (measured or predicted) latency in ms fits ``budget``;

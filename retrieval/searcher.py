@@ -10,7 +10,8 @@ from typing import Sequence
 import numpy as np
 
 from indexes import Index
-from retrieval.plan import Plan
+from retrieval.fusion import fuse
+from retrieval.plan import BM25, Plan
 from starbucks.encoder import check_encoder, make_encoder
 from starbucks.errors import StarbucksError
 from starbucks.model import StarbucksModel
@@ -85,6 +86,8 @@ class Searcher:
             plan = self.planner.choose(budget, k)
         for size in plan.sizes:
             self.index.require(size)
+        if plan.uses_bm25:
+            self.index.require(BM25)
         if k > plan.depth:
             raise ValueError(f"k={k} is more than the {plan.depth} candidates plan {plan} shortlists")
         return plan
@@ -109,27 +112,37 @@ class Searcher:
         if not queries:
             return []
         t1 = time.perf_counter()
-        vectors = self.encoder.encode_queries(queries, sorted(set(plan.sizes)))
+        vectors = self.encoder.encode_queries(queries, sorted(set(plan.sizes))) if plan.sizes else {}
         encode_ms = (time.perf_counter() - t1) * 1000 / len(queries)
-        results = self.run(plan, vectors, k, margin, {"encode": encode_ms})
+        results = self.run(plan, vectors, k, margin, {"encode": encode_ms} if plan.sizes else {},
+                           texts=list(queries))
         if isinstance(budget, (int, float)) and not isinstance(budget, bool) and len(queries) == 1:
             self.planner.observe(plan, (time.perf_counter() - t0) * 1000)
         return results
 
     def run(self, plan: Plan, vectors: dict, k: int, margin: float | None = None,
-            timings: dict[str, float] | None = None) -> list[Result]:
-        """Run a resolved plan from query vectors already encoded (calibration encodes once for every plan).
+            timings: dict[str, float] | None = None, texts: Sequence[str] | None = None) -> list[Result]:
+        """Run a resolved plan from query vectors already encoded (calibration encodes once for every plan);
+        ``texts``, the queries themselves, for a plan that uses BM25.
 
         With ``margin``, a query whose first-stage ``decisiveness`` reaches it skips the middle
         stages and only its top k are rescored at the last stage.
         """
         timings = dict(timings or {})
         first = plan[0]
-        n = len(vectors[first.size])
+        if plan.uses_bm25 and texts is None:
+            raise ValueError(f"plan {plan} uses BM25: pass the query texts")
+        n = len(texts) if first.sparse else len(vectors[first.size])
         t = time.perf_counter()
-        scores, rows = self.index.search(first.size, vectors[first.size], first.keep)
+        sparse = None  # per query, every row's BM25 score (for fusion)
+        if first.sparse:
+            scores, rows, sparse = self.index.bm25.search(texts, first.keep)
+        else:
+            scores, rows = self.index.search(first.size, vectors[first.size], first.keep)
         rankings = [self._valid(scores[i], rows[i]) for i in range(n)]
         timings[f"shortlist {first.size}"] = (time.perf_counter() - t) * 1000 / n
+        if plan[-1].fuse and sparse is None:
+            sparse = [self.index.bm25.scores(tokens) for tokens in self.index.bm25.tokens(texts)]
         stopped = [margin is not None and len(plan) > 1 and decisiveness(r.scores, k) >= margin for r in rankings]
         for j, stage in enumerate(plan[1:], 1):
             last = j == len(plan) - 1
@@ -139,7 +152,8 @@ class Searcher:
                     continue
                 if stopped[i]:
                     ranking = dataclasses.replace(ranking, alive=min(ranking.alive, k))
-                rankings[i] = self._rerank(ranking, stage, vectors[stage.size][i])
+                rankings[i] = self._rerank(ranking, stage, vectors[stage.size][i],
+                                           sparse[i] if stage.fuse else None)
             timings[f"rerank {stage.size}"] = (time.perf_counter() - t) * 1000 / n
         results = []
         for ranking, stop in zip(rankings, stopped):
@@ -159,10 +173,13 @@ class Searcher:
         n = int(keep.sum())
         return _Ranking(rows[keep], scores[keep].astype(np.float32), np.arange(n), n)
 
-    def _rerank(self, ranking: "_Ranking", stage, query: np.ndarray) -> "_Ranking":
-        """Rescore the survivors at a larger size; what earlier stages dropped stays below them."""
+    def _rerank(self, ranking: "_Ranking", stage, query: np.ndarray, sparse: np.ndarray | None = None) -> "_Ranking":
+        """Rescore the survivors at a larger size (fused with their BM25 scores when the stage says so);
+        what earlier stages dropped stays below them."""
         alive = ranking.order[: ranking.alive]
         new_scores = self.index.rescore(stage.size, query, ranking.rows[alive])
+        if stage.fuse:
+            new_scores = fuse(new_scores, sparse[ranking.rows[alive]], stage.fuse)
         scores = ranking.scores.copy()
         scores[alive] = new_scores
         order = np.concatenate([alive[np.argsort(-new_scores, kind="stable")], ranking.order[ranking.alive :]])
