@@ -1,16 +1,16 @@
 """Encoder comparison: torch fp32 against ONNX Runtime fp32 and int8, on quality and speed.
 
-For each collection and encoder: encode the corpus at every diagonal size (plus the last
-layer's 1/12 and 1/6 cuts), encode the judged topics, rank by exact search, and score
-nDCG@10 per size. Speed, in the same run: passages encoded per second while doing so, and
-the median latency of encoding one query up to each layer (one thread, each encoder in turn
+For each collection and encoder: index the corpus at every diagonal size (plus the last
+layer's 1/12 and 1/6 cuts, and BM25) with that encoder, encode the judged topics, rank by
+exact search over the stored vectors, and score nDCG@10 per size. Speed, in the same run:
+passages encoded per second, and the median latency of encoding one query up to each layer (one thread, each encoder in turn
 on the same queries, so load from other work falls on all alike). ``starbucks.encoder.CPU_DEFAULT``
 is the fastest encoder whose nDCG@10 stays within 0.005 of torch fp32 at every size on every
 collection; the results say which that is.
 
     python -m experiments.encoders --datasets scifact nfcorpus-dev dl19-pool --threads 2
 
-Writes experiments/results/encoders/encoders.{json,md}.
+Writes experiments/results/encoders/encoders.{json,md}; keeps the indexes in experiments/indexes/.
 """
 from __future__ import annotations
 
@@ -37,6 +37,9 @@ OUT = HERE / "results" / "encoders"
 KINDS = ("torch", "onnx", "onnx-int8")
 TOLERANCE = 0.005
 LATENCY_QUERIES = 30
+SAMPLE = 200  # passages on which torch and ONNX fp32 vectors are compared
+THROUGHPUT = 500  # passages timed per encoder
+INDEXES = HERE / "indexes"
 
 
 def sizes_for(model: StarbucksModel) -> list[Size]:
@@ -50,31 +53,74 @@ def exact_top(docs: np.ndarray, queries: np.ndarray, k: int = 10) -> np.ndarray:
     return torch.topk(scores, k, dim=1).indices.numpy()
 
 
+def index_for(name: str, kind: str, model: StarbucksModel, threads: int) -> tuple[Path, dict]:
+    """The collection indexed with encoder ``kind`` at every size of ``sizes_for`` (plus BM25), built
+    once and kept in experiments/indexes; with the build's passages/s when built now."""
+    from indexes import build_index
+
+    c = COLLECTIONS[name]
+    folder = INDEXES / f"{name}-{kind}"
+    if (folder / "manifest.json").is_file():
+        return folder, {}
+    sizes = sizes_for(model)
+    full = max(sizes)
+    shortlist = [s for s in sizes if s.layer == full.layer and s != full] + [s for s in sizes if s.dim == full.dim // 6]
+    t = time.perf_counter()
+    build_index(c.corpus, folder, model=model, shortlist=sorted(set(shortlist)),
+                rerank=[s for s in sizes if s not in shortlist], encoder=kind, threads=threads,
+                bm25=True, progress=False)
+    seconds = time.perf_counter() - t
+    return folder, {"build_seconds": round(seconds, 1)}
+
+
 def quality(name: str, model: StarbucksModel, threads: int) -> dict:
-    """nDCG@10 per size and passages/s, for each encoder, on one collection."""
+    """nDCG@10 per size for each encoder, through indexes as search uses them (float16 vectors).
+
+    The corpus is encoded by each ONNX variant; torch fp32 is scored with its own query vectors
+    against the ONNX fp32 index, whose passage vectors equal torch's to the largest difference
+    recorded here (measured on a sample of passages), since encoding the corpus a third time
+    with the slowest encoder would say nothing more."""
+    from indexes import Index
+
     c = COLLECTIONS[name]
     qrels = read_qrels(c.qrels)
     topics = judged_topics(read_topics(c.topics), qrels)
-    docs = list(iter_corpus(c.corpus))
-    texts, docids = [d.text for d in docs], [d.docid for d in docs]
     qids = list(topics)
+    sizes = sizes_for(model)
+    out, builds = {}, {}
+    for kind in KINDS:
+        folder, build = index_for(name, "onnx" if kind == "torch" else kind, model, threads)
+        builds[kind] = build
+        index = Index(folder)
+        docids = index.docids
+        queries = make_encoder(model, kind, threads=threads).encode_queries([topics[q] for q in qids], sizes)
+        ndcg = {}
+        for s in sizes:
+            top = exact_top(np.asarray(index.vectors[s], dtype=np.float32), queries[s])
+            rankings = {q: docids.lookup(row) for q, row in zip(qids, top)}
+            ndcg[str(s)] = score(rankings, qrels, _measures())["nDCG@10"]
+        out[kind] = {"nDCG@10": ndcg, **build}
+        print(f"{name} {kind}: " + " ".join(f"{s} {v:.4f}" for s, v in ndcg.items()), flush=True)
+    sample = [d.text for _, d in zip(range(SAMPLE), iter_corpus(c.corpus))]
+    ref = make_encoder(model, "torch", threads=threads).encode_passages(sample, sizes)
+    fp32 = make_encoder(model, "onnx", threads=threads).encode_passages(sample, sizes)
+    diff = max(float(np.abs(ref[s] - fp32[s]).max()) for s in sizes)
+    return {"docs": len(Index(folder)), "queries": len(qids), "encoders": out,
+            "torch_vs_onnx_fp32_max_abs_difference": diff, "sample_passages": len(sample)}
+
+
+def passage_speed(model: StarbucksModel, name: str, threads: int) -> dict:
+    """Passages/s of each encoder over the same passages (the first THROUGHPUT of the collection)."""
+    texts = [d.text for _, d in zip(range(THROUGHPUT), iter_corpus(COLLECTIONS[name].corpus))]
     sizes = sizes_for(model)
     out = {}
     for kind in KINDS:
         encoder = make_encoder(model, kind, threads=threads)
+        encoder.encode_passages(texts[:32], sizes)  # warm-up
         t = time.perf_counter()
-        passages = encoder.encode_passages(texts, sizes)
-        seconds = time.perf_counter() - t
-        queries = encoder.encode_queries([topics[q] for q in qids], sizes)
-        ndcg = {}
-        for s in sizes:
-            top = exact_top(passages[s], queries[s])
-            rankings = {q: [docids[i] for i in row] for q, row in zip(qids, top)}
-            ndcg[str(s)] = score(rankings, qrels, _measures())["nDCG@10"]
-        out[kind] = {"nDCG@10": ndcg, "passages_per_s": len(texts) / seconds}
-        print(f"{name} {kind}: {len(texts) / seconds:.0f} passages/s, "
-              + " ".join(f"{s} {v:.4f}" for s, v in ndcg.items()), flush=True)
-    return {"docs": len(texts), "queries": len(qids), "encoders": out}
+        encoder.encode_passages(texts, sizes)
+        out[kind] = len(texts) / (time.perf_counter() - t)
+    return out
 
 
 def _measures():
@@ -124,11 +170,15 @@ def to_markdown(results: dict) -> str:
     for name, r in results["collections"].items():
         sizes = list(r["encoders"]["torch"]["nDCG@10"])
         lines += [f"## {name}: nDCG@10 by size ({r['docs']} passages, {r['queries']} queries)", "",
-                  "| encoder | " + " | ".join(sizes) + " | passages/s |", "|---" * (len(sizes) + 2) + "|"]
+                  "| encoder | " + " | ".join(sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
         for kind, e in r["encoders"].items():
-            lines.append(f"| {kind} | " + " | ".join(f"{e['nDCG@10'][s]:.4f}" for s in sizes)
-                         + f" | {e['passages_per_s']:.0f} |")
-        lines.append("")
+            lines.append(f"| {kind} | " + " | ".join(f"{e['nDCG@10'][s]:.4f}" for s in sizes) + " |")
+        lines += ["", f"torch and ONNX fp32 passage vectors differ by at most "
+                  f"{r['torch_vs_onnx_fp32_max_abs_difference']:.1e} on {r['sample_passages']} passages "
+                  f"(torch is scored against the ONNX fp32 index).", ""]
+    lines += [f"Passages encoded per second ({results['throughput_passages']} passages of {next(iter(results['collections']))}, "
+              f"{results['provenance']['machine']['threads']} threads): "
+              + ", ".join(f"{k} {v:.0f}" for k, v in results["passages_per_s"].items()), ""]
     lat = results["latency_ms"]
     layers = list(lat["torch"])
     lines += [f"## One query, one thread: median ms to encode up to each layer ({results['latency_queries']} queries)", "",
@@ -157,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.datasets:
         results["collections"][name] = quality(name, model, args.threads)
     topics = read_topics(COLLECTIONS[args.datasets[0]].topics)
+    results["passages_per_s"] = passage_speed(model, args.datasets[0], args.threads)
+    results["throughput_passages"] = THROUGHPUT
     results["latency_queries"] = LATENCY_QUERIES
     results["latency_ms"] = latency(model, list(topics.values())[:LATENCY_QUERIES])
     results["choice"] = choose_default(results)
