@@ -1,0 +1,231 @@
+"""The query path end to end: what each encoder, early exits, BM25 and fusion buy, and whether budgets hold.
+
+For each collection, over the index ``experiments.encoders`` builds (every diagonal size plus
+BM25, encoded with ONNX fp32, which equals torch fp32), one query at a time from its text,
+one thread:
+
+1. calibrate with the CPU default encoder on training topics (or, where the collection has
+   none, its evaluation topics, said so in the results);
+2. time every system on each evaluation query in turn (so load from other work falls on
+   all alike), ``--repeats`` passes, each query's median: exhaustive full size with torch
+   (the path before the fast encoder), ONNX fp32 and ONNX int8; every calibrated frontier
+   plan (early exits among them); BM25 alone, BM25 then the full size, and fused plans;
+   the default path (``budget=None``); then, timed among themselves with the default encoder
+   alone, a budget table: searching with ``budget=B`` for budgets from the frontier's measured
+   latencies;
+3. report the fastest plan within 1 % of exhaustive full-size nDCG@10 and its speed-up over
+   the torch exhaustive path and over the exhaustive path with the default encoder, whether
+   every budget held (measured mean at most 1.1x the budget), and whether a hybrid plan
+   beat both BM25 and the dense full size.
+
+    python -m experiments.query_path --datasets scifact nfcorpus-dev dl19-pool
+
+Writes experiments/results/query_path/NAME.{json,md} and a summary query_path.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from experiments import runtime
+from experiments.datasets import COLLECTIONS
+from experiments.encoders import index_for
+from experiments.frontier import calibration_topics
+from retrieval import Plan, Searcher
+from retrieval.calibrate import calibrate
+from retrieval.evaluate import judged_topics, score
+from retrieval.frontier import format_frontier
+from starbucks.encoder import CPU_DEFAULT
+from starbucks.model import StarbucksModel
+from starbucks.topics import read_qrels, read_topics
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "results" / "query_path"
+K = 10
+ENCODERS = ("torch", "onnx", "onnx-int8")
+HYBRIDS = ("bm25:1000,{full}:10", "bm25:1000,{full}:10,fuse=rrf", "bm25:1000,{full}:10,fuse=linear:0.3",
+           "bm25:1000,{full}:10,fuse=linear:0.5", "bm25:1000,{full}:10,fuse=linear:0.7")
+ROUND_BUDGETS = (1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0)
+
+
+def systems(searchers: dict, default: str, frontier, full) -> list[tuple[str, str, object]]:
+    """(kind, name, search(text) -> Result) for every system compared."""
+    s = searchers[default]
+    out = [("exhaustive", f"{full}:{K} exhaustive, {kind}", _plan(searchers[kind], Plan.exhaustive(full, K)))
+           for kind in ENCODERS]
+    out += [("frontier", f"{p.plan} ({default})", _plan(s, p.plan)) for p in frontier.points]
+    out += [("BM25", f"bm25:{K}", _plan(s, Plan.parse(f"bm25:{K}")))]
+    out += [("hybrid", f"{h.format(full=full)} ({default})", _plan(s, Plan.parse(h.format(full=full)))) for h in HYBRIDS]
+    out += [("default", f"budget=None ({default})", lambda q: s.search(q, k=K))]
+    return out
+
+
+def _plan(searcher: Searcher, plan: Plan):
+    return lambda q: searcher.search(q, k=K, budget=plan)
+
+
+def budgets(frontier) -> list[float]:
+    """Each frontier plan's measured latency (the smallest budget that selects it) and round numbers above the cheapest."""
+    cheapest = frontier.points[0].ms
+    return sorted({round(p.ms + 0.005, 2) for p in frontier.points} | {b for b in ROUND_BUDGETS if b >= cheapest})
+
+
+def timed(systems: list, topics: dict, repeats: int) -> dict[str, dict]:
+    """Each system's rankings and per-query latency (median over passes), queries interleaved across systems."""
+    qids = list(topics)
+    for _, _, search in systems:  # warm-up: lazy set-up is not timed
+        search(topics[qids[0]])
+    ms = {name: np.empty((repeats, len(qids))) for _, name, _ in systems}
+    rankings = {name: {} for _, name, _ in systems}
+    plans = {}
+    for r in range(repeats):
+        for i, qid in enumerate(tqdm(qids, desc=f"pass {r + 1}/{repeats}", leave=False)):
+            for _, name, search in systems:
+                t = time.perf_counter()
+                result = search(topics[qid])
+                ms[name][r, i] = (time.perf_counter() - t) * 1000
+                if r == 0:
+                    rankings[name][qid] = result.docids
+                    plans.setdefault(name, set()).add(str(result.plan))
+    out = {}
+    for kind, name, _ in systems:
+        per_query = np.median(ms[name], axis=0)
+        out[name] = {"kind": kind, "mean_ms": float(per_query.mean()), "p50_ms": float(np.percentile(per_query, 50)),
+                     "p95_ms": float(np.percentile(per_query, 95)), "plans": sorted(plans[name]),
+                     "rankings": rankings[name]}
+    return out
+
+
+def run(name: str, model: StarbucksModel, args) -> dict:
+    c = COLLECTIONS[name]
+    folder, build = index_for(name, "onnx", model, args.build_threads)
+    runtime.setup(1)
+    qrels = read_qrels(c.qrels)
+    topics = judged_topics(read_topics(c.topics), qrels)
+    default = CPU_DEFAULT
+    searchers = {kind: Searcher(folder, model=model, encoder=kind, threads=1) for kind in ENCODERS}
+    cal_topics, cal_qrels, cal_note = calibration_topics(name, topics, qrels, args.calibration_queries)
+    frontier, points = calibrate(searchers[default], cal_topics, cal_qrels, "nDCG@10", 0.01, cal_note,
+                                 progress=False, remeasure=True)
+    frontier.save(folder)
+    print(format_frontier(frontier), flush=True)
+    searchers[default] = Searcher(folder, model=model, encoder=default, threads=1)  # planning from the frontier
+    full = max(searchers[default].index.sizes)
+    compared = systems(searchers, default, frontier, full)
+    budget_list = budgets(frontier)
+    s = searchers[default]
+    budgeted = [("budget", f"budget {b:g} ms", (lambda b: lambda q: s.search(q, k=K, budget=b))(b)) for b in budget_list]
+    # Budgets are timed among themselves: one encoder, as a search service would run, with no
+    # other encoder's weights passing through the caches between its queries.
+    measured = {**timed(compared, topics, args.repeats), **timed(budgeted, topics, args.repeats)}
+    for row in measured.values():
+        row["nDCG@10"] = score(row.pop("rankings"), qrels, _ndcg())["nDCG@10"]
+    budget_rows = []
+    for b in budget_list:
+        row = measured[f"budget {b:g} ms"]
+        plan = Plan.parse(row["plans"][0])
+        budget_rows.append({"budget_ms": b, "plan": str(plan), "predicted_ms": frontier.measured(plan),
+                            "mean_ms": row["mean_ms"], "p95_ms": row["p95_ms"], "nDCG@10": row["nDCG@10"],
+                            "holds": row["mean_ms"] <= 1.1 * b})
+    return {"collection": name, "note": c.note, "queries": len(topics), "documents": len(s.index),
+            "default_encoder": default, "calibration": frontier.to_dict(), "plans_measured": len(points),
+            "build": build, "systems": measured, "budgets": budget_rows,
+            "summary": summarise(measured, full, default, budget_rows)}
+
+
+def _ndcg():
+    import ir_measures
+
+    return [ir_measures.parse_measure("nDCG@10")]
+
+
+def summarise(rows: dict, full, default: str, budget_rows: list) -> dict:
+    today = rows[f"{full}:{K} exhaustive, torch"]
+    new = rows[f"{full}:{K} exhaustive, {default}"]
+    target = 0.99 * today["nDCG@10"]
+    ok = {n: r for n, r in rows.items() if r["nDCG@10"] >= target and r["kind"] not in ("budget",)}
+    fastest = min(ok, key=lambda n: ok[n]["mean_ms"])
+    hybrids = {n: r for n, r in rows.items() if r["kind"] == "hybrid" and "fuse=" in n}
+    best_hybrid = max(hybrids, key=lambda n: hybrids[n]["nDCG@10"])
+    bm25 = rows[f"bm25:{K}"]["nDCG@10"]
+    return {
+        "today": {"system": f"{full}:{K} exhaustive, torch", "mean_ms": today["mean_ms"], "nDCG@10": today["nDCG@10"]},
+        "fastest_within_1pct": {"system": fastest, "mean_ms": ok[fastest]["mean_ms"], "nDCG@10": ok[fastest]["nDCG@10"],
+                                "x_today": today["mean_ms"] / ok[fastest]["mean_ms"],
+                                "x_exhaustive_default_encoder": new["mean_ms"] / ok[fastest]["mean_ms"],
+                                "target_x_today": 5.0, "reached": today["mean_ms"] / ok[fastest]["mean_ms"] >= 5.0},
+        "budgets_hold": all(r["holds"] for r in budget_rows),
+        "budgets_broken": [r["budget_ms"] for r in budget_rows if not r["holds"]],
+        "hybrid": {"system": best_hybrid, "nDCG@10": hybrids[best_hybrid]["nDCG@10"], "bm25": bm25,
+                   "dense_full": today["nDCG@10"],
+                   "beats_both": hybrids[best_hybrid]["nDCG@10"] > max(bm25, today["nDCG@10"])},
+    }
+
+
+def markdown(results: dict) -> str:
+    r = results["result"]
+    p = results["provenance"]
+    lines = [f"# Query path: {r['collection']} ({r['note']})", "", f"`{p['command']}` at commit {p['git_commit'][:10]}; "
+             f"{r['documents']:,} documents, {r['queries']} queries, one thread, {results['repeats']} passes "
+             f"(each query's median); load average {p['machine']['load_average']} at start, "
+             f"{results['load_average_at_end']} at end.", "",
+             f"Calibrated with {r['default_encoder']} on {r['calibration']['topics']} ({r['plans_measured']} plans).", "",
+             "| system | kind | nDCG@10 | mean ms | p50 ms | p95 ms |", "|---|---|---|---|---|---|"]
+    for name, s in sorted(r["systems"].items(), key=lambda x: x[1]["mean_ms"]):
+        if s["kind"] != "budget":
+            lines.append(f"| {name} | {s['kind']} | {s['nDCG@10']:.4f} | {s['mean_ms']:.2f} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} |")
+    lines += ["", "Budgets (the plan each chose, its calibrated latency, and what searching with it measured):", "",
+              "| budget ms | plan | predicted ms | mean ms | p95 ms | nDCG@10 | mean <= 1.1x budget |",
+              "|---|---|---|---|---|---|---|"]
+    for b in r["budgets"]:
+        pred = "" if b["predicted_ms"] is None else f"{b['predicted_ms']:.2f}"
+        lines.append(f"| {b['budget_ms']:g} | {b['plan']} | {pred} | {b['mean_ms']:.2f} | {b['p95_ms']:.2f} | "
+                     f"{b['nDCG@10']:.4f} | {'yes' if b['holds'] else '**no**'} |")
+    lines += ["", "Summary:", "", "```json", json.dumps(r["summary"], indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def summary_table(out: Path) -> str:
+    """One line per collection from the committed JSON files."""
+    lines = ["| collection | today (torch, exhaustive full) ms | fastest within 1 % | its ms | x today | "
+             "x exhaustive (new encoder) | budgets hold | best hybrid | hybrid / BM25 / dense full nDCG@10 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for path in sorted(out.glob("*.json")):
+        s = json.loads(path.read_text())["result"]["summary"]
+        f, h = s["fastest_within_1pct"], s["hybrid"]
+        lines.append(f"| {path.stem} | {s['today']['mean_ms']:.2f} | {f['system']} | {f['mean_ms']:.2f} | "
+                     f"{f['x_today']:.1f}x | {f['x_exhaustive_default_encoder']:.1f}x | "
+                     f"{'yes' if s['budgets_hold'] else 'no: ' + ', '.join(f'{b:g}' for b in s['budgets_broken'])} | "
+                     f"{h['system']} | {h['nDCG@10']:.4f} / {h['bm25']:.4f} / {h['dense_full']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus-dev", "dl19-pool"])
+    parser.add_argument("--model", help="model folder (default: the shipped model)")
+    parser.add_argument("--calibration-queries", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes over the queries (default: %(default)s)")
+    parser.add_argument("--build-threads", type=int, default=2, help="threads for building a missing index")
+    args = parser.parse_args(argv)
+    runtime.setup(1)
+    model = StarbucksModel.load(args.model, device="cpu")
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name in args.datasets:
+        results = {"provenance": runtime.record("experiments.query_path", 1, argv), "repeats": args.repeats}
+        results["result"] = run(name, model, args)
+        results["load_average_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
+        (OUT / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+        (OUT / f"{name}.md").write_text(markdown(results))
+        print(markdown(results), flush=True)
+    (OUT / "query_path.md").write_text("# Query path, end to end\n\n" + summary_table(OUT))
+
+
+if __name__ == "__main__":
+    main()
