@@ -85,3 +85,14 @@ def test_bad_encoder_settings_are_refused(model, kind, threads, message):
 
 def test_auto_is_onnx_on_cpu(model):
     assert make_encoder(model, "auto", threads=1).kind.startswith("onnx")
+
+
+def test_a_search_encodes_only_the_layers_its_plan_needs(built_index, tiny_model, monkeypatch, tmp_path):
+    from retrieval import Searcher
+
+    monkeypatch.setenv("STARBUCKS_CACHE", str(tmp_path / "cache"))
+    searcher = Searcher(built_index, model=tiny_model, encoder="onnx", threads=1)
+    searcher.search("coffee roasting", k=5, budget="1x8:50,2x16:5")
+    assert searcher.encoder.runs == {"embed": 1, "layer1": 1, "layer2": 1, "layer3": 0, "layer4": 0}
+    searcher.search("coffee roasting", k=5, budget="2x16:50,4x48:5")
+    assert searcher.encoder.runs["layer4"] == 1 and searcher.encoder.runs["embed"] == 2
