@@ -66,7 +66,10 @@ class GpuShortlist:
         self.cpu, self.gpu = cpu, gpu
         self.ntotal, self.d = cpu.ntotal, cpu.d
 
-    def search(self, queries: np.ndarray, k: int):
+    def search(self, queries: np.ndarray, k: int, params=None):
+        """Search parameters (nprobe) are passed to the CPU original, which is sure to take them."""
+        if params is not None:
+            return self.cpu.search(queries, k, params=params)
         return (self.gpu if k <= GPU_MAX_K else self.cpu).search(queries, k)
 
     def __getattr__(self, name):  # anything else (nprobe, reconstruct, ...) from the CPU original
@@ -113,3 +116,33 @@ def fill_index(index: faiss.Index, vectors: np.ndarray, block: int = 65536, seed
         index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
     for start in range(0, n, block):
         index.add(np.ascontiguousarray(vectors[start : start + block], dtype=np.float32))
+
+
+def param_name(index) -> str | None:
+    """The search parameter a shortlist index takes per search: ``ef`` (HNSW), ``nprobe`` (IVF) or None."""
+    index = getattr(index, "cpu", index)
+    if isinstance(index, faiss.IndexHNSW):
+        return "ef"
+    if isinstance(index, faiss.IndexIVF):
+        return "nprobe"
+    return None
+
+
+def stored_param(index) -> int | None:
+    """The value of that parameter stored in the index (what a search without one uses)."""
+    name = param_name(index)
+    index = getattr(index, "cpu", index)
+    return index.hnsw.efSearch if name == "ef" else index.nprobe if name == "nprobe" else None
+
+
+def search_parameters(index, param: tuple[str, int], where: str) -> "faiss.SearchParameters":
+    """FAISS search parameters for one search of ``index``; a ValueError when they do not fit its type."""
+    name, value = param
+    kind = param_name(index)
+    if name != kind:
+        what = {"ef": "an HNSW", "nprobe": "an IVF", None: "a flat"}[kind]
+        raise ValueError(f"{where} has {what} shortlist index: {name}= does not apply"
+                         + (f" (it takes {kind}=)" if kind else ""))
+    if name == "ef":
+        return faiss.SearchParametersHNSW(efSearch=value)
+    return faiss.SearchParametersIVF(nprobe=value)

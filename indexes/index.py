@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from indexes.docids import DocidTable
-from indexes.faiss_index import GPU_MAX_K, gpu_exact, to_gpu
+from indexes.faiss_index import GPU_MAX_K, gpu_exact, search_parameters, to_gpu
 from indexes.files import file_digest
 from indexes.manifest import Manifest
 from starbucks.errors import InputError, StarbucksError
@@ -73,16 +73,30 @@ class Index:
             stored = ", ".join(str(s) for s in self.sizes)
             raise StarbucksError(f"size {size} is not stored in {self.path} (stored: {stored})")
 
-    def search(self, size: Size, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, rows) per query: the FAISS index if ``size`` has one, else an exact scan."""
+    def search(self, size: Size, queries: np.ndarray, k: int,
+               param: tuple[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, rows) per query: the FAISS index if ``size`` has one, else an exact scan.
+
+        ``param``: ``("ef", N)`` for an HNSW or ``("nprobe", N)`` for an IVF shortlist index, for this
+        search only (a ValueError for any other index). FAISS pads rows with -1 when it finds fewer than k.
+        """
         self.require(size)
         k = min(k, len(self))
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        params = self.search_parameters(size, param) if param else None
         if size in self.shortlist:
-            return self.shortlist[size].search(queries, k)
+            index = self.shortlist[size]
+            return index.search(queries, k, params=params) if params else index.search(queries, k)
         if size in self.gpu_exact and k <= GPU_MAX_K:
             return self.gpu_exact[size].search(queries, k)
         return self.scan(size, queries, k)
+
+    def search_parameters(self, size: Size, param: tuple[str, int]):
+        """FAISS search parameters for ``size``'s shortlist index; a ValueError when it has none or another type."""
+        if size not in self.shortlist:
+            raise ValueError(f"size {size} has no shortlist index in {self.path} (it is scanned exactly): "
+                             f"{param[0]}= does not apply")
+        return search_parameters(self.shortlist[size], param, f"size {size} in {self.path}")
 
     def scan(self, size: Size, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact inner-product top-k over the memory-mapped vectors, block by block."""

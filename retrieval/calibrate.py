@@ -102,7 +102,7 @@ def learn_margin(searcher: Searcher, point: Point, encoded: Encoded, qids: list[
     vectors = {s: encoded.vectors[s] for s in set(plan.sizes)}
     full = _per_query({q: r.docids for q, r in zip(qids, searcher.run(plan, vectors, k))}, qrels, measure)
     early = _per_query({q: r.docids for q, r in zip(qids, searcher.run(plan, vectors, k, margin=0.0))}, qrels, measure)
-    scores, rows = searcher.index.search(first.size, vectors[first.size], first.keep)
+    scores, rows = searcher.first_stage(first, vectors[first.size])
     decisive = [decisiveness(s[r >= 0], k) for s, r in zip(scores, rows)]
     allowed = tolerance * statistics.fmean(full.values()) * len(qids)
     order = sorted(range(len(qids)), key=lambda i: -decisive[i])

@@ -49,7 +49,7 @@ def at_depth(plan: Plan, k: int) -> Plan | None:
     """The plan returning k: a cascade's last stage keeps k (its cost does not change);
     None when an earlier stage keeps fewer than k."""
     if len(plan) == 1:
-        return Plan([Stage(plan[0].size, max(plan[0].keep, k))])
+        return Plan([plan[0]._replace(keep=max(plan[0].keep, k))])
     if any(s.keep < k for s in plan[:-1]):
         return None
     return Plan([*plan[:-1], plan[-1]._replace(keep=k)])

@@ -8,6 +8,11 @@ with ``--bm25``) and reranks densely. A plan can also fuse the last stage's dens
 with BM25's over the same candidates, as a last item ``fuse=rrf`` (reciprocal-rank fusion)
 or ``fuse=linear:W`` (min-max normalised scores mixed W dense to 1-W BM25):
 ``bm25:1000,6x384:10,fuse=rrf``.
+
+A first stage searched by an HNSW or IVF shortlist index can carry its search parameter after
+``~``: ``6x64~ef=128:1000`` (HNSW efSearch) or ``6x64~nprobe=16:1000`` (IVF nprobe). Without
+one, the value stored in the index applies. A ``b`` before the size, ``b6x384:2000``, shortlists
+with the sign bits of that size by Hamming distance (an index built with ``binary=``).
 """
 from __future__ import annotations
 
@@ -17,15 +22,25 @@ from starbucks.sizes import Size
 
 BM25 = "bm25"
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
+SEARCH_PARAMS = ("ef", "nprobe")  # HNSW efSearch, IVF nprobe
+BINARY = "b"  # the prefix of a binary (sign-bit, Hamming) stage
 
 
 class Stage(NamedTuple):
     size: Size | str  # a dense Size, or BM25 (first stage only)
     keep: int
     fuse: str | None = None  # on the last stage: "rrf" or "linear:W"
+    param: tuple[str, int] | None = None  # on the first stage: ("ef", N) or ("nprobe", N)
+    binary: bool = False  # on the first stage: search the size's sign bits by Hamming distance
 
     def __str__(self) -> str:
-        return f"{self.size}:{self.keep}"
+        return f"{self.source}:{self.keep}"
+
+    @property
+    def source(self) -> str:
+        """What the stage searches, as written before ``:KEEP``: ``6x64``, ``6x64~ef=128``, ``b6x384``, ``bm25``."""
+        param = f"~{self.param[0]}={self.param[1]}" if self.param else ""
+        return f"{BINARY if self.binary else ''}{self.size}{param}"
 
     @property
     def sparse(self) -> bool:
@@ -60,6 +75,10 @@ class Plan(tuple):
                 raise ValueError(f"stage {stage}: BM25 can only be the first stage")
             if stage.fuse is not None and (i != len(stages) - 1 or stage.sparse):
                 raise ValueError("fusion applies to the last stage, and it must be dense")
+            if (stage.param or stage.binary) and (i > 0 or stage.sparse):
+                raise ValueError(f"stage {stage}: search parameters and binary apply to a dense first stage only")
+            if stage.param and stage.binary:
+                raise ValueError(f"stage {stage}: a binary stage takes no search parameter")
         for prev, stage in zip(stages, stages[1:]):
             if stage.keep > prev.keep:
                 raise ValueError(f"stage {stage} keeps more than the {prev.keep} candidates it receives")
@@ -77,10 +96,10 @@ class Plan(tuple):
                 continue
             if fuse is not None:
                 raise ValueError(f"bad plan {text!r}: fuse= comes last")
-            size, sep, keep = part.partition(":")
+            source, sep, keep = part.partition(":")
             if not sep or not keep.strip().isdigit():
                 raise ValueError(f"bad plan stage {part!r}: expected LAYERxDIM:KEEP or bm25:KEEP, e.g. 6x32:1000")
-            stages.append(Stage(_size(size), int(keep)))
+            stages.append(_stage(source.strip(), int(keep)))
         if fuse is not None:
             if not stages:
                 raise ValueError(f"bad plan {text!r}: no stages")
@@ -116,6 +135,20 @@ class Plan(tuple):
     def depth(self) -> int:
         """How many documents the plan ranks (its shortlist)."""
         return self[0].keep
+
+
+def _stage(source: str, keep: int) -> Stage:
+    """A stage from ``[b]LxD[~NAME=VALUE]`` or ``bm25`` and its keep."""
+    size, _, param = source.partition("~")
+    binary = size.startswith(BINARY) and size.strip().lower() != BM25
+    parsed = None
+    if param:
+        name, _, value = param.partition("=")
+        if name not in SEARCH_PARAMS or not value.isdigit() or int(value) < 1:
+            raise ValueError(f"bad search parameter {param!r} in {source!r}: expected ef=N (HNSW) or nprobe=N (IVF), "
+                             f"N >= 1, e.g. 6x64~ef=128:1000")
+        parsed = (name, int(value))
+    return Stage(_size(size[len(BINARY):] if binary else size), keep, param=parsed, binary=binary)
 
 
 def _size(text) -> Size | str:

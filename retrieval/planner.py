@@ -57,6 +57,7 @@ DRIFT = 1.5  # observed latency this far above or below the prediction (median o
 DRIFT_WINDOW = 16  # budgeted queries the drift check looks at
 SPARSE_KEEPS = (100, 200, 500, 1000)  # BM25 shortlist depths the planner considers
 FUSIONS = ("rrf", "linear:0.3", "linear:0.5", "linear:0.7")  # fusions of BM25 with the full size it considers
+SEARCH_VALUES = {"ef": (32, 64, 256), "nprobe": (4, 16, 64)}  # per-search values tried beside the stored one
 DEFAULT_SHORTLIST = 1000  # candidates the uncalibrated default cascade reranks
 SAMPLE_QUERIES = (
     "what is the best way to reduce memory use in a search engine",
@@ -105,7 +106,7 @@ class CostModel:
 
     def predict(self, plan: Plan) -> float:
         """Predicted milliseconds for one query."""
-        ms = self.encode_ms.get(plan.layer, 0.0) + self.first(plan[0].size, plan[0].keep)
+        ms = self.encode_ms.get(plan.layer, 0.0) + self.first(first_key(plan[0]), plan[0].keep)
         for prev, stage in zip(plan, plan[1:]):
             ms += self.rescore_us[stage.size] * prev.keep / 1000
         if plan[-1].fuse and not plan[0].sparse:  # BM25 scores every row for the fusion
@@ -133,7 +134,28 @@ class CostModel:
 
 
 def _stage_size(text: str) -> Size | str:
-    return BM25 if text == BM25 else Size.parse(text)
+    return text if text == BM25 or not text[:1].isdigit() or "~" in text else Size.parse(text)
+
+
+def first_key(stage: Stage) -> Size | str:
+    """What a first stage's cost is kept under: its size, or its text (``6x64~ef=32``, ``b6x384``, ``bm25``)."""
+    return stage.size if not (stage.param or stage.binary) else stage.source
+
+
+def first_stages(index) -> list[Stage]:
+    """The first stages an index offers (keep 1, to be set): each shortlist size, with each of a few
+    search parameter values when its FAISS index takes one (HNSW ef, IVF nprobe)."""
+    from indexes.faiss_index import param_name, stored_param
+
+    stages = []
+    for size in index.manifest.shortlist:
+        stages.append(Stage(size, 1))
+        name = param_name(index.shortlist[size])
+        if name:
+            limit = index.shortlist[size].nlist if name == "nprobe" else None
+            values = sorted({min(v, limit or v) for v in SEARCH_VALUES[name]} - {stored_param(index.shortlist[size])})
+            stages += [Stage(size, 1, param=(name, v)) for v in values]
+    return stages
 
 
 def _median_ms(fn, repeats: int = 5) -> float:
@@ -175,6 +197,11 @@ def measure(searcher, rounds: int = MEASURE_ROUNDS) -> CostModel:
     for size in sizes:
         q = vectors[size][:1]
         first_ms[size] = {k: _median_ms(lambda k=k: index.search(size, q, k), 3) for k in keeps}
+    for stage in first_stages(index):
+        if stage.param:
+            q = vectors[stage.size][:1]
+            first_ms[first_key(stage)] = {k: _median_ms(lambda k=k: index.search(stage.size, q, k, stage.param), 3)
+                                          for k in keeps}
     if index.bm25 is not None:
         first_ms[BM25] = {k: _median_ms(lambda k=k: index.bm25.search(queries[:1], k), 3) for k in keeps}
     rng = np.random.default_rng(0)
@@ -319,24 +346,28 @@ class Planner:
         n = len(self.index)
         depth = max(k, min(1000, n))
         plans = [Plan([Stage(s, depth)]) for s in self.index.sizes]
-        for first in self.index.manifest.shortlist:
+        for start in first_stages(self.index):
+            first = start.size
             for keep in sorted({min(x, n) for x in KEEPS if x >= k} | {min(max(k, 100), n)}):
+                head = start._replace(keep=keep)
                 larger = [s for s in self.index.sizes if _larger(first, s)]
                 for last in larger:
-                    plans.append(Plan([Stage(first, keep), Stage(last, k)]))
+                    plans.append(Plan([head, Stage(last, k)]))
                     for middle in larger:
                         if _larger(middle, last):
                             for mk in MIDDLE_KEEPS:
                                 if k <= mk < keep:
-                                    plans.append(Plan([Stage(first, keep), Stage(middle, mk), Stage(last, k)]))
+                                    plans.append(Plan([head, Stage(middle, mk), Stage(last, k)]))
         return plans + self.sparse_candidates(k)
 
     @staticmethod
-    def expected_effectiveness(plan: Plan, num_docs: int) -> tuple:
+    def expected_effectiveness(plan: Plan, num_docs: int, stored: int | None = None) -> tuple:
         """The documented preference order (higher is better); cost is not part of it. BM25 ranks
-        below every dense size here: only calibration measures what it is worth."""
+        below every dense size here: only calibration measures what it is worth. Last, a larger search
+        parameter (``stored``: the value the first stage's index holds, used without one)."""
         reach = plan[-2].keep if len(plan) > 1 else num_docs
-        return (_size_key(plan[-1].size), _size_key(plan[0].size), reach)
+        param = plan[0].param[1] if plan[0].param else (stored or 0)
+        return (_size_key(plan[-1].size), _size_key(plan[0].size), reach, param)
 
     def sparse_candidates(self, k: int) -> list[Plan]:
         """Plans with BM25: alone, shortlisting for the full size, and fused with it."""
@@ -383,7 +414,14 @@ class Planner:
                 f"({cheapest}: {costs.predict(cheapest):.2f} ms predicted)"
             )
         n = len(self.index)
-        return max(fits, key=lambda p: (self.expected_effectiveness(p, n), -costs.predict(p)))
+        return max(fits, key=lambda p: (self.expected_effectiveness(p, n, self._stored(p)), -costs.predict(p)))
+
+    def _stored(self, plan: Plan) -> int | None:
+        """The search parameter value held by the index the plan's first stage searches (None: none)."""
+        from indexes.faiss_index import stored_param
+
+        index = self.index.shortlist.get(plan[0].size) if not plan[0].sparse else None
+        return stored_param(index) if index is not None else None
 
     def _warn(self, why: str) -> None:
         """Say once that a budget is planned from the cost model alone."""

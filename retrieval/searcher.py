@@ -86,6 +86,8 @@ class Searcher:
             plan = self.planner.choose(budget, k)
         for size in plan.sizes:
             self.index.require(size)
+        if plan[0].param:  # fits the first size's shortlist index, or a one-line ValueError now
+            self.index.search_parameters(plan[0].size, plan[0].param)
         if plan.uses_bm25:
             self.index.require(BM25)
         if k > plan.depth:
@@ -138,9 +140,9 @@ class Searcher:
         if first.sparse:
             scores, rows, sparse = self.index.bm25.search(texts, first.keep)
         else:
-            scores, rows = self.index.search(first.size, vectors[first.size], first.keep)
+            scores, rows = self.first_stage(first, vectors[first.size])
         rankings = [self._valid(scores[i], rows[i]) for i in range(n)]
-        timings[f"shortlist {first.size}"] = (time.perf_counter() - t) * 1000 / n
+        timings[f"shortlist {first.source}"] = (time.perf_counter() - t) * 1000 / n
         if plan[-1].fuse and sparse is None:
             sparse = [self.index.bm25.scores(tokens) for tokens in self.index.bm25.tokens(texts)]
         stopped = [margin is not None and len(plan) > 1 and decisiveness(r.scores, k) >= margin for r in rankings]
@@ -166,6 +168,10 @@ class Searcher:
                 stopped_early=stop,
             ))
         return results
+
+    def first_stage(self, stage, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A dense first stage's (scores, rows) per query, with its search parameter; rows -1 pad."""
+        return self.index.search(stage.size, queries, stage.keep, stage.param)
 
     @staticmethod
     def _valid(scores: np.ndarray, rows: np.ndarray) -> "_Ranking":
