@@ -132,6 +132,7 @@ def build_index(
     bm25: bool = False,
     empty_docs: str = "index",
     device: str | None = None,
+    binary: Iterable | str | None = None,
 ) -> Path:
     """Index ``corpus`` into folder ``out``; rerun the same call to resume an interrupted build.
 
@@ -139,6 +140,7 @@ def build_index(
     ``empty_docs``: documents with no text are ``index``ed (with the vector of the empty text) or
     ``skip``ped; either way an :class:`EmptyDocsWarning` and the manifest give their count and ids.
     ``device``: where the model encodes (default: a GPU when torch sees one).
+    ``binary``: stored sizes whose sign bits also get a binary (Hamming) FAISS index, ``shortlist/bLxD.faiss``.
 
     Nothing is written before the first chunk of vectors is: a build that fails on its input
     leaves no ``OUT.partial`` behind. Two builds of one ``out`` at once: the second is refused.
@@ -154,11 +156,11 @@ def build_index(
     source = resolve_corpus(corpus)
     with build_lock(out):
         return _build(source, out, model, shortlist, rerank, index_type, chunk_size, batch_size, overwrite,
-                      progress, encoder, threads, bm25, empty_docs, device)
+                      progress, encoder, threads, bm25, empty_docs, device, binary)
 
 
 def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, batch_size, overwrite,
-           progress, encoder, threads, bm25, empty_docs, device) -> Path:
+           progress, encoder, threads, bm25, empty_docs, device, binary=None) -> Path:
     if out.exists() and not overwrite:
         raise StarbucksError(f"{out} already exists; pass --overwrite to rebuild it")
     if out.exists() and not (out / MANIFEST).is_file():
@@ -176,6 +178,9 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
     rerank = [s for s in (parse_sizes(rerank) if rerank else rerank_default) if s not in shortlist]
     sizes = sorted(set(shortlist) | set(rerank))
     model.check_sizes(sizes)
+    binary = parse_sizes(binary) if binary else []
+    if missing := [str(s) for s in binary if s not in sizes]:
+        raise StarbucksError(f"binary sizes {', '.join(missing)} are not stored (stored: {', '.join(map(str, sizes))})")
 
     work = partial_dir(out)
     state = {
@@ -189,6 +194,8 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
         "chunk_size": chunk_size,
         "empty_docs": empty_docs,
     }
+    if binary:  # only then: an interrupted build without binary= resumes as before
+        state["binary"] = [str(s) for s in binary]
     _check_resume(work, state)
     encoder = make_encoder(model, encoder, threads, batch_size=batch_size)
     encoder.quiet_truncation = True  # said once below, with the totals
@@ -200,6 +207,8 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
     shutil.rmtree(final, ignore_errors=True)
     final.mkdir()
     _assemble(work / "chunks", final, sizes, shortlist, index_type, num_docs, progress)
+    if binary:
+        _store_binary(final, binary)
     if bm25:
         _store_bm25(source, final, progress)
     # ---- end of BM25 storage ----
@@ -383,6 +392,20 @@ def _assemble(chunks: Path, final: Path, sizes, shortlist, index_type: str, num_
         if p.is_file():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
+
+
+def _store_binary(final: Path, sizes) -> None:
+    """``shortlist/bLxD.faiss``: the sign bits of each stored size, from the assembled vectors."""
+    import faiss
+
+    from indexes.faiss_index import BINARY_PREFIX, binary_index
+
+    (final / "shortlist").mkdir(exist_ok=True)
+    for s in sizes:
+        path = final / "shortlist" / f"{BINARY_PREFIX}{s}.faiss"
+        faiss.write_index_binary(binary_index(np.load(final / "vectors" / f"{s}.npy", mmap_mode="r")), str(path))
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
 
 
 def summary(out: Path, seconds: float) -> str:

@@ -146,3 +146,19 @@ def search_parameters(index, param: tuple[str, int], where: str) -> "faiss.Searc
     if name == "ef":
         return faiss.SearchParametersHNSW(efSearch=value)
     return faiss.SearchParametersIVF(nprobe=value)
+
+
+BINARY_PREFIX = "b"  # shortlist/b6x384.faiss: the sign bits of size 6x384
+
+
+def sign_codes(vectors: np.ndarray) -> np.ndarray:
+    """One bit per dimension, set where the value is positive, packed 8 to a byte (zero-padded to whole bytes)."""
+    return np.packbits(np.asarray(vectors) > 0, axis=1)
+
+
+def binary_index(vectors: np.ndarray, block: int = 65536) -> "faiss.IndexBinaryFlat":
+    """An exact Hamming index over the sign bits of a (memory-mapped) matrix, block by block."""
+    index = faiss.IndexBinaryFlat(8 * math.ceil(vectors.shape[1] / 8))
+    for start in range(0, len(vectors), block):
+        index.add(sign_codes(vectors[start : start + block]))
+    return index

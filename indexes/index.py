@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from indexes.docids import DocidTable
-from indexes.faiss_index import GPU_MAX_K, gpu_exact, search_parameters, to_gpu
+from indexes.faiss_index import BINARY_PREFIX, GPU_MAX_K, gpu_exact, search_parameters, sign_codes, to_gpu
 from indexes.files import file_digest
 from indexes.manifest import Manifest
 from starbucks.errors import InputError, StarbucksError
@@ -48,6 +48,7 @@ class Index:
             if index.ntotal != self.manifest.num_docs or index.d != s.dim:
                 raise InputError(f"FAISS index holds {index.ntotal} x {index.d}, expected {self.manifest.num_docs} x {s.dim}", file)
             self.shortlist[s] = to_gpu(index)  # unchanged without a GPU build of FAISS
+        self.binary = _load_binary(self.path, self.manifest)  # sign-bit (Hamming) indexes, built with binary=
         self.bm25 = _load_sparse(self.path, self.manifest)  # None unless built with bm25=True
         # Exact scans on the GPU (a flat copy of each other size) when GPU FAISS sees one; else none.
         self.gpu_exact = {s: g for s in self.manifest.sizes if s not in self.shortlist
@@ -73,6 +74,11 @@ class Index:
             stored = ", ".join(str(s) for s in self.sizes)
             raise StarbucksError(f"size {size} is not stored in {self.path} (stored: {stored})")
 
+    def require_binary(self, size: Size) -> None:
+        if size not in self.binary:
+            raise StarbucksError(f"{self.path} has no binary shortlist for {size}: build it with binary={size} "
+                                 f"(starbucks index --binary {size})")
+
     def search(self, size: Size, queries: np.ndarray, k: int,
                param: tuple[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, rows) per query: the FAISS index if ``size`` has one, else an exact scan.
@@ -97,6 +103,17 @@ class Index:
             raise ValueError(f"size {size} has no shortlist index in {self.path} (it is scanned exactly): "
                              f"{param[0]}= does not apply")
         return search_parameters(self.shortlist[size], param, f"size {size} in {self.path}")
+
+    def search_binary(self, size: Size, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, rows) per query by the Hamming distance of sign bits at ``size``.
+
+        A score is ``dim - 2 * distance``: the inner product of the two vectors' signs (+1/-1), so higher
+        is better. Rows -1 pad when the index finds fewer than k.
+        """
+        self.require_binary(size)
+        k = min(k, len(self))
+        distances, rows = self.binary[size].search(sign_codes(queries), k)
+        return (size.dim - 2 * distances).astype(np.float32), rows
 
     def scan(self, size: Size, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact inner-product top-k over the memory-mapped vectors, block by block."""
@@ -144,6 +161,28 @@ def check_files(folder: Path, manifest: Manifest, verify: bool) -> tuple[int, in
 def verify_index(path: str | Path) -> tuple[int, int]:
     """``starbucks verify``: the manifest reads, and every file's size and checksum match it."""
     return check_files(Path(path), Manifest.read(Path(path)), verify=True)
+
+
+def _load_binary(path: Path, manifest: Manifest) -> dict:
+    """The binary shortlist indexes the manifest lists (``shortlist/bLxD.faiss``); none in older indexes."""
+    import faiss
+
+    found = {}
+    for rel in manifest.files:
+        folder, _, name = rel.partition("/")
+        if folder != "shortlist" or not name.startswith(BINARY_PREFIX) or not name.endswith(".faiss"):
+            continue
+        file = path / rel
+        try:
+            size = Size.parse(name[len(BINARY_PREFIX) : -len(".faiss")])
+            index = faiss.read_index_binary(str(file))
+        except (RuntimeError, ValueError) as e:
+            raise InputError(f"corrupt binary FAISS index ({str(e).splitlines()[0]})", file) from None
+        if index.ntotal != manifest.num_docs or index.d != 8 * -(-size.dim // 8) or size not in manifest.sizes:
+            raise InputError(f"binary FAISS index holds {index.ntotal} x {index.d} bits, expected "
+                             f"{manifest.num_docs} x {8 * -(-size.dim // 8)} of a stored size", file)
+        found[size] = index
+    return found
 
 
 def _load_sparse(path: Path, manifest: Manifest):

@@ -144,7 +144,7 @@ def first_key(stage: Stage) -> Size | str:
 
 def first_stages(index) -> list[Stage]:
     """The first stages an index offers (keep 1, to be set): each shortlist size, with each of a few
-    search parameter values when its FAISS index takes one (HNSW ef, IVF nprobe)."""
+    search parameter values when its FAISS index takes one (HNSW ef, IVF nprobe), and each binary shortlist."""
     from indexes.faiss_index import param_name, stored_param
 
     stages = []
@@ -155,7 +155,7 @@ def first_stages(index) -> list[Stage]:
             limit = index.shortlist[size].nlist if name == "nprobe" else None
             values = sorted({min(v, limit or v) for v in SEARCH_VALUES[name]} - {stored_param(index.shortlist[size])})
             stages += [Stage(size, 1, param=(name, v)) for v in values]
-    return stages
+    return stages + [Stage(size, 1, binary=True) for size in sorted(getattr(index, "binary", {}))]
 
 
 def _median_ms(fn, repeats: int = 5) -> float:
@@ -198,10 +198,10 @@ def measure(searcher, rounds: int = MEASURE_ROUNDS) -> CostModel:
         q = vectors[size][:1]
         first_ms[size] = {k: _median_ms(lambda k=k: index.search(size, q, k), 3) for k in keeps}
     for stage in first_stages(index):
-        if stage.param:
+        if stage.param or stage.binary:
             q = vectors[stage.size][:1]
-            first_ms[first_key(stage)] = {k: _median_ms(lambda k=k: index.search(stage.size, q, k, stage.param), 3)
-                                          for k in keeps}
+            first_ms[first_key(stage)] = {
+                k: _median_ms(lambda k=k: searcher.first_stage(stage._replace(keep=k), q), 3) for k in keeps}
     if index.bm25 is not None:
         first_ms[BM25] = {k: _median_ms(lambda k=k: index.bm25.search(queries[:1], k), 3) for k in keeps}
     rng = np.random.default_rng(0)
@@ -276,7 +276,8 @@ class Planner:
         except (json.JSONDecodeError, KeyError, ValueError, TypeError):
             return None
         if costs.machine != machine_key(self.searcher.encoder) or costs.index != index_key(self.index) \
-                or set(costs.rescore_us) != set(self.index.sizes) or costs.contended:
+                or set(costs.rescore_us) != set(self.index.sizes) or costs.contended \
+                or any(first_key(s) not in costs.first_ms for s in first_stages(self.index)):
             return None
         return costs
 
@@ -350,7 +351,7 @@ class Planner:
             first = start.size
             for keep in sorted({min(x, n) for x in KEEPS if x >= k} | {min(max(k, 100), n)}):
                 head = start._replace(keep=keep)
-                larger = [s for s in self.index.sizes if _larger(first, s)]
+                larger = [s for s in self.index.sizes if _larger(first, s) or (start.binary and s == first)]
                 for last in larger:
                     plans.append(Plan([head, Stage(last, k)]))
                     for middle in larger:
@@ -363,11 +364,12 @@ class Planner:
     @staticmethod
     def expected_effectiveness(plan: Plan, num_docs: int, stored: int | None = None) -> tuple:
         """The documented preference order (higher is better); cost is not part of it. BM25 ranks
-        below every dense size here: only calibration measures what it is worth. Last, a larger search
-        parameter (``stored``: the value the first stage's index holds, used without one)."""
+        below every dense size here: only calibration measures what it is worth. A binary first stage ranks
+        below every float one. Last, a larger search parameter (``stored``: the value the first stage's
+        index holds, used without one)."""
         reach = plan[-2].keep if len(plan) > 1 else num_docs
         param = plan[0].param[1] if plan[0].param else (stored or 0)
-        return (_size_key(plan[-1].size), _size_key(plan[0].size), reach, param)
+        return (_size_key(plan[-1].size), not plan[0].binary, _size_key(plan[0].size), reach, param)
 
     def sparse_candidates(self, k: int) -> list[Plan]:
         """Plans with BM25: alone, shortlisting for the full size, and fused with it."""

@@ -88,6 +88,8 @@ class Searcher:
             self.index.require(size)
         if plan[0].param:  # fits the first size's shortlist index, or a one-line ValueError now
             self.index.search_parameters(plan[0].size, plan[0].param)
+        if plan[0].binary:
+            self.index.require_binary(plan[0].size)
         if plan.uses_bm25:
             self.index.require(BM25)
         if k > plan.depth:
@@ -170,7 +172,10 @@ class Searcher:
         return results
 
     def first_stage(self, stage, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A dense first stage's (scores, rows) per query, with its search parameter; rows -1 pad."""
+        """A dense first stage's (scores, rows) per query, with its search parameter or by the Hamming
+        distance of sign bits (binary); rows -1 pad."""
+        if stage.binary:
+            return self.index.search_binary(stage.size, queries, stage.keep)
         return self.index.search(stage.size, queries, stage.keep, stage.param)
 
     @staticmethod

@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
                    help="documents with no text: index them (the vector of empty text) or leave them out; "
                         "either way a warning and the manifest list them (default: %(default)s)")
     p.add_argument("--bm25", action="store_true", help="also store a BM25 index in the index folder")
+    p.add_argument("--binary", help="stored sizes whose sign bits also get a binary (Hamming) shortlist index, "
+                                    "e.g. 6x384, for plans such as b6x384:2000,6x384:10")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
     p.set_defaults(func=run, check=check)
 
@@ -51,5 +53,6 @@ def run(args) -> None:
         index_type=args.index_type, chunk_size=args.chunk_size, batch_size=args.batch_size,
         overwrite=args.overwrite, progress=not args.quiet, encoder=args.encoder, threads=args.threads,
         bm25=args.bm25, empty_docs=args.empty_docs, device=pick_device(args.device, args.quiet),
+        binary=args.binary,
     )
     print(summary(out, time.perf_counter() - start))
