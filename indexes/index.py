@@ -132,11 +132,31 @@ class Index:
 
     def rescore(self, size: Size, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Scores of one query against the given rows at ``size`` (reads only those rows)."""
+        return self.rescore_batch(size, np.asarray(query)[None], [rows])[0]
+
+    def rescore_batch(self, size: Size, queries: np.ndarray, rows) -> list[np.ndarray]:
+        """Scores of each query against its own rows at ``size``: ``rows[i]`` for ``queries[i]``.
+
+        Every row any query needs is read once, in row order, and widened once; the products
+        are one vectorised multiply-and-sum over all (query, row) pairs, with no Python per candidate.
+        """
         self.require(size)
-        order = np.argsort(rows, kind="stable")
-        scores = np.empty(len(rows), dtype=np.float32)
-        scores[order] = _dot(self.vectors[size][rows[order]], np.asarray(query, dtype=np.float32)[None])[0]
-        return scores
+        if len(queries) != len(rows):
+            raise ValueError(f"{len(queries)} queries but {len(rows)} lists of rows to rescore")
+        lengths = [len(r) for r in rows]
+        flat = np.concatenate([np.asarray(r, dtype=np.int64).reshape(-1) for r in rows]) if rows else np.zeros(0, np.int64)
+        if flat.size and (flat.min() < 0 or flat.max() >= len(self)):
+            raise ValueError(f"rows to rescore must lie in 0..{len(self) - 1}")
+        unique, inverse = np.unique(flat, return_inverse=True)
+        block = torch.from_numpy(np.asarray(self.vectors[size][unique])).float()
+        wide = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32).reshape(len(rows), size.dim))
+        inverse = torch.from_numpy(inverse.reshape(-1))
+        if len(rows) == 1:  # one query: a matrix-vector product over its rows, nothing copied per candidate
+            scores = (block @ wide[0])[inverse].numpy()
+        else:
+            which = torch.from_numpy(np.repeat(np.arange(len(rows)), lengths))
+            scores = (block[inverse] * wide[which]).sum(dim=1).numpy()
+        return np.split(scores, np.cumsum(lengths)[:-1]) if rows else []
 
 
 def check_files(folder: Path, manifest: Manifest, verify: bool) -> tuple[int, int]:

@@ -151,13 +151,14 @@ class Searcher:
         for j, stage in enumerate(plan[1:], 1):
             last = j == len(plan) - 1
             t = time.perf_counter()
-            for i, ranking in enumerate(rankings):
-                if stopped[i] and not last:
-                    continue
+            active = [i for i in range(n) if last or not stopped[i]]
+            for i in active:
                 if stopped[i]:
-                    ranking = dataclasses.replace(ranking, alive=min(ranking.alive, k))
-                rankings[i] = self._rerank(ranking, stage, vectors[stage.size][i],
-                                           sparse[i] if stage.fuse else None)
+                    rankings[i] = dataclasses.replace(rankings[i], alive=min(rankings[i].alive, k))
+            alive = [rankings[i].rows[rankings[i].order[: rankings[i].alive]] for i in active]
+            queries = np.asarray(vectors[stage.size])[active]
+            for i, new_scores in zip(active, self.index.rescore_batch(stage.size, queries, alive)):
+                rankings[i] = self._rerank(rankings[i], stage, new_scores, sparse[i] if stage.fuse else None)
             timings[f"rerank {stage.size}"] = (time.perf_counter() - t) * 1000 / n
         results = []
         for ranking, stop in zip(rankings, stopped):
@@ -184,11 +185,11 @@ class Searcher:
         n = int(keep.sum())
         return _Ranking(rows[keep], scores[keep].astype(np.float32), np.arange(n), n)
 
-    def _rerank(self, ranking: "_Ranking", stage, query: np.ndarray, sparse: np.ndarray | None = None) -> "_Ranking":
-        """Rescore the survivors at a larger size (fused with their BM25 scores when the stage says so);
-        what earlier stages dropped stays below them."""
+    @staticmethod
+    def _rerank(ranking: "_Ranking", stage, new_scores: np.ndarray, sparse: np.ndarray | None = None) -> "_Ranking":
+        """Reorder the survivors by their scores at a larger size, ``new_scores`` (fused with their BM25
+        scores when the stage says so); what earlier stages dropped stays below them."""
         alive = ranking.order[: ranking.alive]
-        new_scores = self.index.rescore(stage.size, query, ranking.rows[alive])
         if stage.fuse:
             new_scores = fuse(new_scores, sparse[ranking.rows[alive]], stage.fuse)
         scores = ranking.scores.copy()
