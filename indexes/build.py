@@ -117,7 +117,7 @@ def build_lock(out: Path):
 
 
 def build_index(
-    corpus: str | Path,
+    corpus: str | Path | None,
     out: str | Path,
     model: str | Path | StarbucksModel | None = None,
     shortlist: Iterable | str | None = None,
@@ -133,6 +133,7 @@ def build_index(
     empty_docs: str = "index",
     device: str | None = None,
     binary: Iterable | str | None = None,
+    vectors: str | Path | None = None,
 ) -> Path:
     """Index ``corpus`` into folder ``out``; rerun the same call to resume an interrupted build.
 
@@ -141,6 +142,9 @@ def build_index(
     ``skip``ped; either way an :class:`EmptyDocsWarning` and the manifest give their count and ids.
     ``device``: where the model encodes (default: a GPU when torch sees one).
     ``binary``: stored sizes whose sign bits also get a binary (Hamming) FAISS index, ``shortlist/bLxD.faiss``.
+    ``vectors``: build from precomputed vectors instead of a corpus (pass ``corpus=None``): a folder with
+    ``docids.txt`` and ``LxD.npy`` for every stored size, as ``Encoder.encode_passages`` returns them for
+    ``model`` (see :mod:`indexes.vectors`); the same resume, lock and atomic finish as from text.
 
     Nothing is written before the first chunk of vectors is: a build that fails on its input
     leaves no ``OUT.partial`` behind. Two builds of one ``out`` at once: the second is refused.
@@ -153,14 +157,23 @@ def build_index(
         raise StarbucksError(f"empty_docs must be one of {', '.join(EMPTY_DOCS)}, not {empty_docs!r}")
     if chunk_size < 1:
         raise StarbucksError("chunk size must be positive")
-    source = resolve_corpus(corpus)
+    if vectors is not None:
+        if corpus is not None:
+            raise StarbucksError("build from a corpus or from vectors, not both")
+        if bm25:
+            raise StarbucksError("BM25 needs the documents' text: it cannot be built from vectors (drop --bm25)")
+        if not Path(vectors).is_dir():
+            raise InputError("no such vectors folder", vectors)
+        source = Path(vectors).resolve()
+    else:
+        source = resolve_corpus(corpus)
     with build_lock(out):
         return _build(source, out, model, shortlist, rerank, index_type, chunk_size, batch_size, overwrite,
-                      progress, encoder, threads, bm25, empty_docs, device, binary)
+                      progress, encoder, threads, bm25, empty_docs, device, binary, vectors is not None)
 
 
 def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, batch_size, overwrite,
-           progress, encoder, threads, bm25, empty_docs, device, binary=None) -> Path:
+           progress, encoder, threads, bm25, empty_docs, device, binary=None, from_vectors=False) -> Path:
     if out.exists() and not overwrite:
         raise StarbucksError(f"{out} already exists; pass --overwrite to rebuild it")
     if out.exists() and not (out / MANIFEST).is_file():
@@ -185,7 +198,7 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
     work = partial_dir(out)
     state = {
         "format_version": FORMAT_VERSION,
-        "corpus": str(source),
+        "vectors" if from_vectors else "corpus": str(source),
         "model_name": model_name,
         "model_fingerprint": model.fingerprint(),
         "shortlist": [str(s) for s in shortlist],
@@ -197,11 +210,15 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
     if binary:  # only then: an interrupted build without binary= resumes as before
         state["binary"] = [str(s) for s in binary]
     _check_resume(work, state)
-    encoder = make_encoder(model, encoder, threads, batch_size=batch_size)
-    encoder.quiet_truncation = True  # said once below, with the totals
-    num_docs, corpus_fp, empty = _encode_chunks(source, work, state, encoder, sizes, chunk_size, empty_docs, progress)
+    if from_vectors:
+        num_docs, corpus_fp = _copy_vector_chunks(source, work, state, sizes, chunk_size, progress)
+        empty = []
+    else:
+        encoder = make_encoder(model, encoder, threads, batch_size=batch_size)
+        encoder.quiet_truncation = True  # said once below, with the totals
+        num_docs, corpus_fp, empty = _encode_chunks(source, work, state, encoder, sizes, chunk_size, empty_docs, progress)
+        _report_truncation(encoder)
     empty_record = _report_empty(empty, empty_docs)
-    _report_truncation(encoder)
 
     final = work / "final"
     shutil.rmtree(final, ignore_errors=True)
@@ -314,9 +331,7 @@ def _encode_chunks(source, work: Path, state: dict, encoder: Encoder, sizes, chu
         if done is None:
             _start_work(work, state)
             vectors = encoder.encode_passages([d.text for d in batch], sizes)
-            arrays = {str(s): vectors[s].astype(np.float16) for s in sizes}
-            docids = np.array([d.docid for d in batch])
-            atomic_write(path, lambda f: np.savez(f, hash=np.array(digest), docids=docids, **arrays))
+            _write_chunk(path, digest, [d.docid for d in batch], {s: vectors[s].astype(np.float16) for s in sizes})
         bar.update(len(batch))
         number += 1
         batch.clear()
@@ -344,6 +359,42 @@ def _encode_chunks(source, work: Path, state: dict, encoder: Encoder, sizes, chu
     if (chunks / f"{number:08d}.npz").exists():
         raise InputError(f"the corpus shrank since the interrupted build; delete {chunks.parent} to start over", source)
     return count, corpus_hash.hexdigest(), empty
+
+
+def _write_chunk(path: Path, digest: str, docids: list[str], arrays: dict) -> None:
+    """One finished chunk: its hash, docids and float16 vectors per size, written atomically."""
+    named = {str(s): a for s, a in arrays.items()}
+    atomic_write(path, lambda f: np.savez(f, hash=np.array(digest), docids=np.array(docids), **named))
+
+
+def _copy_vector_chunks(folder: Path, work: Path, state: dict, sizes, chunk_size: int,
+                        progress: bool) -> tuple[int, str]:
+    """Copy precomputed vectors into chunks as encoding would write them, skipping finished ones.
+
+    Returns (documents, hash of the vectors and docids). Every input file is checked first.
+    """
+    from indexes.vectors import vector_chunks
+
+    chunks = work / "chunks"
+    vectors_hash = hashlib.sha256()
+    count = number = 0
+    with tqdm(unit="doc", desc="copying vectors", disable=not progress) as bar:
+        for docids, arrays, digest in vector_chunks(folder, sizes, chunk_size):
+            vectors_hash.update(digest.encode())
+            path = chunks / f"{number:08d}.npz"
+            done = _stored_hash(path)
+            if done is not None and done != digest:
+                raise InputError(f"the vectors changed since the interrupted build: rows {count + 1}-"
+                                 f"{count + len(docids)} differ; delete {work} to start over", folder)
+            if done is None:
+                _start_work(work, state)
+                _write_chunk(path, digest, docids, arrays)
+            count += len(docids)
+            number += 1
+            bar.update(len(docids))
+    if (chunks / f"{number:08d}.npz").exists():
+        raise InputError(f"the vectors shrank since the interrupted build; delete {work} to start over", folder)
+    return count, vectors_hash.hexdigest()
 
 
 def _stored_hash(path: Path) -> str | None:

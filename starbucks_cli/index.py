@@ -12,7 +12,12 @@ from starbucks_cli.common import (
 def add_parser(sub) -> None:
     p = sub.add_parser("index", help="index a corpus: FAISS shortlist indexes plus stored vectors for reranking",
                        description="Index a corpus in one streaming pass. Interrupted, the same command resumes.")
-    p.add_argument("corpus", help="a BEIR folder, a .jsonl (_id/id, title, text) or .tsv (id<TAB>text) file, or irds:ID")
+    p.add_argument("corpus", nargs="?",
+                   help="a BEIR folder, a .jsonl (_id/id, title, text) or .tsv (id<TAB>text) file, or irds:ID")
+    p.add_argument("--vectors", type=Path, metavar="DIR",
+                   help="build from precomputed vectors instead of a corpus: DIR holds docids.txt (one docid a "
+                        "line, in row order) and LxD.npy (float16 or float32 [docs, D], as the model's "
+                        "Encoder.encode_passages returns them) for every stored size")
     p.add_argument("--out", required=True, type=Path, help="the index folder to create")
     add_model_args(p, index_built=False)
     p.add_argument("--shortlist", help="sizes with a FAISS index, e.g. 2x32,4x64 (default: the last layer cut to "
@@ -34,9 +39,19 @@ def add_parser(sub) -> None:
 
 
 def check(args) -> None:
-    from starbucks.errors import StarbucksError
+    from starbucks.errors import InputError, StarbucksError
 
-    check_input(args.corpus, "corpus")
+    if args.vectors is not None:
+        if args.corpus is not None:
+            raise StarbucksError("give a corpus or --vectors DIR, not both")
+        if args.bm25:
+            raise StarbucksError("--bm25 needs the documents' text: it cannot be built from --vectors")
+        if not args.vectors.is_dir():
+            raise InputError("no such vectors folder", args.vectors)
+    elif args.corpus is None:
+        raise StarbucksError("give a corpus to index, or --vectors DIR")
+    else:
+        check_input(args.corpus, "corpus")
     check_model_arg(args)
     if args.out.exists() and not args.overwrite:
         raise StarbucksError(f"{args.out} already exists; pass --overwrite to rebuild it")
@@ -53,6 +68,6 @@ def run(args) -> None:
         index_type=args.index_type, chunk_size=args.chunk_size, batch_size=args.batch_size,
         overwrite=args.overwrite, progress=not args.quiet, encoder=args.encoder, threads=args.threads,
         bm25=args.bm25, empty_docs=args.empty_docs, device=pick_device(args.device, args.quiet),
-        binary=args.binary,
+        binary=args.binary, vectors=args.vectors,
     )
     print(summary(out, time.perf_counter() - start))
