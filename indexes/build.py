@@ -27,6 +27,7 @@ from indexes.docids import write_docids
 from indexes.faiss_index import new_index, fill_index
 from indexes.files import atomic_write, atomic_write_json, file_digest, fsync_dir
 from indexes.manifest import FORMAT_VERSION, INDEX_TYPES, MANIFEST, Manifest
+from indexes.unique import DocidSet
 from starbucks.corpus import Doc, count_docs, iter_corpus, resolve_corpus
 from starbucks.encoder import Encoder, check_encoder, make_encoder
 from starbucks.errors import InputError, StarbucksError
@@ -308,15 +309,23 @@ def _encode_chunks(source, work: Path, state: dict, encoder: Encoder, sizes, chu
     if total == 0:
         raise InputError("corpus is empty", source)
     corpus_hash = hashlib.sha256()
-    seen: set[bytes] = set()
+    seen = DocidSet()  # 8 bytes a document
+    unchecked: list[Doc] = []  # read since the last duplicate check, skipped ones included
     empty: list[str] = []
     batch: list[Doc] = []
     number = 0
     count = 0
     bar = tqdm(total=total, unit="doc", desc="indexing", disable=not progress, smoothing=0.05)
 
+    def check_unique() -> None:
+        at = seen.add([d.docid for d in unchecked])
+        if at is not None:
+            raise InputError(f"duplicate document id {unchecked[at].docid!r}", source, unchecked[at].line)
+        unchecked.clear()
+
     def flush() -> None:
         nonlocal number
+        check_unique()  # before the chunk is encoded, as a duplicate is found before anything is written
         digest = _chunk_hash(batch)
         corpus_hash.update(digest.encode())
         path = chunks / f"{number:08d}.npz"
@@ -337,10 +346,7 @@ def _encode_chunks(source, work: Path, state: dict, encoder: Encoder, sizes, chu
         batch.clear()
 
     for doc in iter_corpus(source):
-        key = hashlib.blake2b(doc.docid.encode(), digest_size=8).digest()
-        if key in seen:
-            raise InputError(f"duplicate document id {doc.docid!r}", source, doc.line)
-        seen.add(key)
+        unchecked.append(doc)
         if not doc.text:
             empty.append(doc.docid)
             if empty_docs == "skip":
@@ -352,6 +358,7 @@ def _encode_chunks(source, work: Path, state: dict, encoder: Encoder, sizes, chu
             flush()
     if batch:
         flush()
+    check_unique()
     bar.close()
     if count == 0:
         raise InputError("corpus is empty" if not empty else "every document of the corpus is empty", source)
