@@ -135,6 +135,7 @@ def build_index(
     device: str | None = None,
     binary: Iterable | str | None = None,
     vectors: str | Path | None = None,
+    ray: str | None = None,
 ) -> Path:
     """Index ``corpus`` into folder ``out``; rerun the same call to resume an interrupted build.
 
@@ -146,6 +147,8 @@ def build_index(
     ``vectors``: build from precomputed vectors instead of a corpus (pass ``corpus=None``): a folder with
     ``docids.txt`` and ``LxD.npy`` for every stored size, as ``Encoder.encode_passages`` returns them for
     ``model`` (see :mod:`indexes.vectors`); the same resume, lock and atomic finish as from text.
+    ``ray``: encode shards of the corpus on a Ray cluster (``""``: a local one; else its address), then
+    build from their vectors (see :mod:`indexes.ray_build`).
 
     Nothing is written before the first chunk of vectors is: a build that fails on its input
     leaves no ``OUT.partial`` behind. Two builds of one ``out`` at once: the second is refused.
@@ -168,13 +171,20 @@ def build_index(
         source = Path(vectors).resolve()
     else:
         source = resolve_corpus(corpus)
+    if ray is not None:
+        from indexes.ray_build import import_ray
+
+        if vectors is not None or bm25:
+            raise StarbucksError("a Ray build encodes a corpus, without --bm25 (build BM25 from the text separately)")
+        import_ray()
     with build_lock(out):
         return _build(source, out, model, shortlist, rerank, index_type, chunk_size, batch_size, overwrite,
-                      progress, encoder, threads, bm25, empty_docs, device, binary, vectors is not None)
+                      progress, encoder, threads, bm25, empty_docs, device, binary, vectors is not None, ray)
 
 
 def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, batch_size, overwrite,
-           progress, encoder, threads, bm25, empty_docs, device, binary=None, from_vectors=False) -> Path:
+           progress, encoder, threads, bm25, empty_docs, device, binary=None, from_vectors=False,
+           ray=None) -> Path:
     if out.exists() and not overwrite:
         raise StarbucksError(f"{out} already exists; pass --overwrite to rebuild it")
     if out.exists() and not (out / MANIFEST).is_file():
@@ -185,6 +195,7 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
         model_name = model.name
     else:  # a local folder is recorded absolute, so the index opens from anywhere
         model_name = str(Path(model).resolve()) if Path(model).is_dir() else str(model)
+    spec = model if isinstance(model, StarbucksModel) else (None if model is None else model_name)
     if not isinstance(model, StarbucksModel):
         model = StarbucksModel.load(model, device=device)
     short_default, rerank_default = default_sizes(model)
@@ -210,8 +221,17 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
     }
     if binary:  # only then: an interrupted build without binary= resumes as before
         state["binary"] = [str(s) for s in binary]
+    if ray is not None:
+        state.update(ray=True, encoder=encoder, batch_size=batch_size)
     _check_resume(work, state)
-    if from_vectors:
+    if ray is not None:
+        from indexes.ray_build import encode_on_ray
+
+        shards = encode_on_ray(ray, source, work, state, spec, encoder, batch_size, sizes, chunk_size, empty_docs,
+                               progress)
+        num_docs, corpus_fp = _copy_vector_chunks(shards, work, state, sizes, chunk_size, progress)
+        empty = []
+    elif from_vectors:
         num_docs, corpus_fp = _copy_vector_chunks(source, work, state, sizes, chunk_size, progress)
         empty = []
     else:

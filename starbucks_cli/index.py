@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("--bm25", action="store_true", help="also store a BM25 index in the index folder")
     p.add_argument("--binary", help="stored sizes whose sign bits also get a binary (Hamming) shortlist index, "
                                     "e.g. 6x384, for plans such as b6x384:2000,6x384:10")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="encode shards of the corpus on a Ray cluster (its address; none: a local Ray), each "
+                        "shard resumable, then build the index from their vectors (needs the ray extra)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
     p.set_defaults(func=run, check=check)
 
@@ -50,7 +53,14 @@ def check(args) -> None:
             raise InputError("no such vectors folder", args.vectors)
     elif args.corpus is None:
         raise StarbucksError("give a corpus to index, or --vectors DIR")
-    else:
+    if args.ray is not None:
+        import importlib.util
+
+        if args.vectors is not None or args.bm25:
+            raise StarbucksError("--ray encodes a corpus: it takes no --vectors or --bm25")
+        if importlib.util.find_spec("ray") is None:
+            raise StarbucksError("--ray needs Ray: install the ray extra (pip install 'starbucks-retrieval[ray]')")
+    if args.corpus is not None:
         check_input(args.corpus, "corpus")
     check_model_arg(args)
     if args.out.exists() and not args.overwrite:
@@ -68,6 +78,6 @@ def run(args) -> None:
         index_type=args.index_type, chunk_size=args.chunk_size, batch_size=args.batch_size,
         overwrite=args.overwrite, progress=not args.quiet, encoder=args.encoder, threads=args.threads,
         bm25=args.bm25, empty_docs=args.empty_docs, device=pick_device(args.device, args.quiet),
-        binary=args.binary, vectors=args.vectors,
+        binary=args.binary, vectors=args.vectors, ray=args.ray,
     )
     print(summary(out, time.perf_counter() - start))
