@@ -97,6 +97,7 @@ def export(model: StarbucksModel, out: Path) -> None:
         def __init__(self, number: int):
             super().__init__()
             self.layer = backbone.encoder.layer[number - 1]
+            self.adaptors = model.adaptors  # registered, so their weights export as the graph's own
             self.number = number
 
         def forward(self, hidden, bias, attention_mask):
@@ -106,6 +107,9 @@ def export(model: StarbucksModel, out: Path) -> None:
 
     device, dtype = model.device, next(backbone.parameters()).dtype
     attn = backbone.config._attn_implementation
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:  # a traced weight that requires grad cannot become a graph constant
+        p.requires_grad_(False)
     model.to("cpu").float()
     backbone.config._attn_implementation = "eager"  # an explicit additive mask, traceable
     try:
@@ -134,6 +138,8 @@ def export(model: StarbucksModel, out: Path) -> None:
     finally:
         backbone.config._attn_implementation = attn
         model.to(device=device, dtype=dtype)
+        for p in trainable:
+            p.requires_grad_(True)
     _write_info(out, model, "fp32")
 
 

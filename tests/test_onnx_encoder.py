@@ -96,3 +96,26 @@ def test_a_search_encodes_only_the_layers_its_plan_needs(built_index, tiny_model
     assert searcher.encoder.runs == {"embed": 1, "layer1": 1, "layer2": 1, "layer3": 0, "layer4": 0}
     searcher.search("coffee roasting", k=5, budget="2x16:50,4x48:5")
     assert searcher.encoder.runs["layer4"] == 1 and searcher.encoder.runs["embed"] == 2
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_the_fast_encoder_with_adaptors_equals_torch(tmp_path, monkeypatch, kind):
+    import torch
+
+    from starbucks.adaptors import Adaptors, AdaptorSpec
+
+    monkeypatch.setenv("STARBUCKS_CACHE", str(tmp_path / "cache"))
+    model = make_tiny_model(pooling="mean", similarity="cosine")
+    adaptors = Adaptors(AdaptorSpec(layers=(1, 2, 4), width=48, kind=kind, bias=True,
+                                    mlp_hidden=16 if kind == "mlp" else 0))
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for p in adaptors.parameters():
+            p.add_(0.2 * torch.randn_like(p))  # away from the identity it starts at; still trainable
+    model.set_adaptors(adaptors)
+    sizes = [Size(1, 8), Size(2, 16), Size(3, 48), Size(4, 48)]
+    torch_out = Encoder(model).encode_queries(QUERIES, sizes)
+    onnx_out = OnnxEncoder(model, "fp32").encode_queries(QUERIES, sizes)
+    for s in sizes:
+        np.testing.assert_allclose(onnx_out[s], torch_out[s], atol=2e-5, rtol=1e-4)
+    assert all(p.requires_grad for p in adaptors.parameters())  # the export left them as it found them
