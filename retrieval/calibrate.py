@@ -1,7 +1,7 @@
 """Calibration: measure a grid of plans on real topics, keep the Pareto frontier, learn early stopping.
 
-Every query is encoded once, alone, at every stored size, and the time to encode it up
-to each layer is recorded; each plan then runs from those vectors one query at a time,
+Every query is encoded alone, up to each layer, in several passes over the topics (each
+query's median counts); each plan then runs from those vectors one query at a time,
 so a plan's latency is its deepest layer's encoding plus its own stages, as a search
 would pay. Effectiveness is scored with ir-measures.
 
@@ -39,17 +39,25 @@ class Encoded:
         self.encode_ms[0] = np.zeros(len(queries))  # a BM25-only plan encodes nothing
         self.texts = list(queries)
         searcher.encoder.encode_queries(queries[:1], sizes)  # warm-up
-        for i, query in enumerate(tqdm(queries, desc="encoding topics", unit="query", disable=not progress, leave=False)):
+        # As a search meets them: every query once per pass, each after a different one (timing the
+        # same query back to back finds its shapes and memory warm, and under-states the cost).
+        times = {layer: np.empty((repeats, len(queries))) for layer in layers}
+        bar = tqdm(total=repeats * len(layers) * len(queries), desc="encoding topics", unit="query",
+                   disable=not progress, leave=False)
+        for r in range(repeats):
             for layer in layers:
                 wanted = sizes if layer == layers[-1] else [s for s in sizes if s.layer == layer]
-                times = []
-                for _ in range(repeats):  # the median of a few: one disturbed run does not count
+                for i, query in enumerate(queries):
                     t = time.perf_counter()
                     out = searcher.encoder.encode_queries([query], wanted)
-                    times.append((time.perf_counter() - t) * 1000)
-                self.encode_ms[layer][i] = statistics.median(times)
-            for s in sizes:
-                self.vectors[s][i] = out[s][0]
+                    times[layer][r, i] = (time.perf_counter() - t) * 1000
+                    if r == 0:
+                        for s in wanted:
+                            self.vectors[s][i] = out[s][0]
+                    bar.update()
+        bar.close()
+        for layer in layers:  # each query's median over the passes: one disturbed pass does not count
+            self.encode_ms[layer] = np.median(times[layer], axis=0)
 
     def __len__(self) -> int:
         return len(self.texts)
