@@ -147,3 +147,17 @@ def test_budget_contract_on_a_synthetic_frontier(seed):
         assert all(q.effectiveness <= point.effectiveness for q in frontier.points if q.ms <= budget)
     for point in frontier.points:  # every frontier plan is selectable, within 1.1x of its smallest budget
         assert point.ms <= 1.1 * chosen[str(point.plan)]
+
+
+def test_frontier_latencies_are_measured_as_searches(index_copy, tiny_model, monkeypatch):
+    from retrieval.calibrate import end_to_end
+
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    calls = []
+    real = searcher.search
+    monkeypatch.setattr(searcher, "search", lambda text, k, budget: calls.append((text, str(budget))) or real(text, k=k, budget=budget))
+    points = [Point(Plan.parse("1x8:50,4x48:10"), 0.001, 0.5), Point(Plan.parse("4x48:50"), 0.002, 0.9)]
+    out = end_to_end(searcher, points, ["coffee", "jazz harmony"], k=10, repeats=2)
+    assert [p.plan for p in out] == [p.plan for p in points] and [p.effectiveness for p in out] == [0.5, 0.9]
+    assert all(p.ms > 0.001 for p in out)  # a whole search costs more than the made-up estimate
+    assert calls.count(("jazz harmony", "1x8:50,4x48:10")) == 2 and len(calls) == 2 * (1 + 2 * 2)
