@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.datasets:
         results = {"provenance": runtime.record("experiments.query_path", 1, argv), "repeats": args.repeats}
         results["result"] = run(name, model, args)
-        results["load_average_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
+        results["load_average_at_end"] = runtime.machine(1)["load_average"]
         (OUT / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
         (OUT / f"{name}.md").write_text(markdown(results))
         print(markdown(results), flush=True)

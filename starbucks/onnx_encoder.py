@@ -189,7 +189,7 @@ class OnnxEncoder(Encoder):
                           for name in layer_names(model.num_layers)]
         self.runs = {name: 0 for name in layer_names(model.num_layers)}
         # An input a graph does not read (the mask, under CLS pooling) is pruned by the export.
-        self._inputs = [{i.name for i in session.get_inputs()} for session in self._sessions]
+        self._inputs = [[i.name for i in session.get_inputs()] for session in self._sessions]
 
     def _vectors(self, input_ids: np.ndarray, mask: np.ndarray, sizes: list[Size]) -> dict[Size, np.ndarray]:
         depth = max(s.layer for s in sizes)
@@ -198,10 +198,8 @@ class OnnxEncoder(Encoder):
         self.runs["embed"] += 1
         pooled = {}
         for number in range(1, depth + 1):
-            feed = {"hidden_in": hidden, "bias": bias, "attention_mask": mask}
-            if len(self._inputs[number]) < 3:
-                feed = {k: v for k, v in feed.items() if k in self._inputs[number]}
-            hidden, vector = self._sessions[number].run(None, feed)
+            given = {"hidden_in": hidden, "bias": bias, "attention_mask": mask}
+            hidden, vector = self._sessions[number].run(None, {name: given[name] for name in self._inputs[number]})
             self.runs[f"layer{number}"] += 1
             if number in wanted:
                 pooled[number] = vector

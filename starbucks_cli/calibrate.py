@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--tolerance", type=float, default=0.01,
                    help="early stopping may lose at most this fraction of a plan's effectiveness (default: %(default)s)")
     p.add_argument("--remeasure", action="store_true",
-                   help="measure every plan again, even where an earlier calibration on this machine has it")
+                   help="also measure the cost model (costs.json) again, even where one measured here is cached")
     add_model_args(p)
     p.set_defaults(func=run, check=check)
 
