@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from indexes.docids import write_docids
 from indexes.faiss_index import new_index, fill_index
 from indexes.files import atomic_write, atomic_write_json, file_digest, fsync_dir
-from indexes.manifest import FORMAT_VERSION, INDEX_TYPES, MANIFEST, Manifest
+from indexes.manifest import BINARY_INDEX_TYPES, FORMAT_VERSION, INDEX_TYPES, MANIFEST, Manifest
 from indexes.unique import DocidSet
 from starbucks.corpus import Doc, count_docs, iter_corpus, resolve_corpus
 from starbucks.encoder import Encoder, check_encoder, make_encoder
@@ -136,6 +136,7 @@ def build_index(
     binary: Iterable | str | None = None,
     vectors: str | Path | None = None,
     ray: str | None = None,
+    binary_index: str = "flat",
 ) -> Path:
     """Index ``corpus`` into folder ``out``; rerun the same call to resume an interrupted build.
 
@@ -144,6 +145,8 @@ def build_index(
     ``skip``ped; either way an :class:`EmptyDocsWarning` and the manifest give their count and ids.
     ``device``: where the model encodes (default: a GPU when torch sees one).
     ``binary``: stored sizes whose sign bits also get a binary (Hamming) FAISS index, ``shortlist/bLxD.faiss``.
+    ``binary_index``: its type, ``flat`` (exact), ``hnsw`` or ``ivf`` (for large corpora; plans pass them
+    ``~ef=N`` or ``~nprobe=N``), recorded in the manifest.
     ``vectors``: build from precomputed vectors instead of a corpus (pass ``corpus=None``): a folder with
     ``docids.txt`` and ``LxD.npy`` for every stored size, as ``Encoder.encode_passages`` returns them for
     ``model`` (see :mod:`indexes.vectors`); the same resume, lock and atomic finish as from text.
@@ -161,6 +164,10 @@ def build_index(
         raise StarbucksError(f"empty_docs must be one of {', '.join(EMPTY_DOCS)}, not {empty_docs!r}")
     if chunk_size < 1:
         raise StarbucksError("chunk size must be positive")
+    if binary_index not in BINARY_INDEX_TYPES:
+        raise StarbucksError(f"unknown binary index type {binary_index!r}: choose one of {', '.join(BINARY_INDEX_TYPES)}")
+    if binary_index != "flat" and not binary:
+        raise StarbucksError(f"binary index type {binary_index!r} needs binary sizes to index (e.g. --binary 6x384)")
     if vectors is not None:
         if corpus is not None:
             raise StarbucksError("build from a corpus or from vectors, not both")
@@ -179,12 +186,13 @@ def build_index(
         import_ray()
     with build_lock(out):
         return _build(source, out, model, shortlist, rerank, index_type, chunk_size, batch_size, overwrite,
-                      progress, encoder, threads, bm25, empty_docs, device, binary, vectors is not None, ray)
+                      progress, encoder, threads, bm25, empty_docs, device, binary, vectors is not None, ray,
+                      binary_index)
 
 
 def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, batch_size, overwrite,
            progress, encoder, threads, bm25, empty_docs, device, binary=None, from_vectors=False,
-           ray=None) -> Path:
+           ray=None, binary_index="flat") -> Path:
     if out.exists() and not overwrite:
         raise StarbucksError(f"{out} already exists; pass --overwrite to rebuild it")
     if out.exists() and not (out / MANIFEST).is_file():
@@ -221,6 +229,8 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
     }
     if binary:  # only then: an interrupted build without binary= resumes as before
         state["binary"] = [str(s) for s in binary]
+    if binary_index != "flat":
+        state["binary_index"] = binary_index
     if ray is not None:
         state.update(ray=True, encoder=encoder, batch_size=batch_size)
     _check_resume(work, state)
@@ -246,7 +256,7 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
     final.mkdir()
     _assemble(work / "chunks", final, sizes, shortlist, index_type, num_docs, progress)
     if binary:
-        _store_binary(final, binary)
+        _store_binary(final, binary, binary_index)
     if bm25:
         _store_bm25(source, final, progress)
     # ---- end of BM25 storage ----
@@ -258,7 +268,7 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
         model_name=model_name, model_fingerprint=state["model_fingerprint"],
         model_config=model.config.to_dict(), shortlist=shortlist, rerank=rerank,
         index_type=index_type, num_docs=num_docs, corpus=str(source),
-        corpus_fingerprint=corpus_fp, files=files, empty_docs=empty_record,
+        corpus_fingerprint=corpus_fp, files=files, empty_docs=empty_record, binary_index=binary_index,
     )
     atomic_write_json(final / MANIFEST, manifest.to_dict())
     _publish(final, out)
@@ -472,8 +482,9 @@ def _assemble(chunks: Path, final: Path, sizes, shortlist, index_type: str, num_
                 os.fsync(f.fileno())
 
 
-def _store_binary(final: Path, sizes) -> None:
-    """``shortlist/bLxD.faiss``: the sign bits of each stored size, from the assembled vectors."""
+def _store_binary(final: Path, sizes, index_type: str = "flat") -> None:
+    """``shortlist/bLxD.faiss``: the sign bits of each stored size, from the assembled vectors, in a
+    FAISS binary index of ``index_type``."""
     import faiss
 
     from indexes.faiss_index import BINARY_PREFIX, binary_index
@@ -481,7 +492,8 @@ def _store_binary(final: Path, sizes) -> None:
     (final / "shortlist").mkdir(exist_ok=True)
     for s in sizes:
         path = final / "shortlist" / f"{BINARY_PREFIX}{s}.faiss"
-        faiss.write_index_binary(binary_index(np.load(final / "vectors" / f"{s}.npy", mmap_mode="r")), str(path))
+        faiss.write_index_binary(binary_index(np.load(final / "vectors" / f"{s}.npy", mmap_mode="r"), index_type),
+                                 str(path))
         with open(path, "rb") as f:
             os.fsync(f.fileno())
 

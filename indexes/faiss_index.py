@@ -6,6 +6,7 @@ import math
 import faiss
 import numpy as np
 
+from indexes.manifest import BINARY_INDEX_TYPES
 from starbucks.errors import StarbucksError
 
 HNSW_M = 32
@@ -119,11 +120,12 @@ def fill_index(index: faiss.Index, vectors: np.ndarray, block: int = 65536, seed
 
 
 def param_name(index) -> str | None:
-    """The search parameter a shortlist index takes per search: ``ef`` (HNSW), ``nprobe`` (IVF) or None."""
+    """The search parameter a shortlist index (float or binary) takes per search: ``ef`` (HNSW),
+    ``nprobe`` (IVF) or None."""
     index = getattr(index, "cpu", index)
-    if isinstance(index, faiss.IndexHNSW):
+    if isinstance(index, (faiss.IndexHNSW, faiss.IndexBinaryHNSW)):
         return "ef"
-    if isinstance(index, faiss.IndexIVF):
+    if isinstance(index, (faiss.IndexIVF, faiss.IndexBinaryIVF)):
         return "nprobe"
     return None
 
@@ -133,6 +135,17 @@ def stored_param(index) -> int | None:
     name = param_name(index)
     index = getattr(index, "cpu", index)
     return index.hnsw.efSearch if name == "ef" else index.nprobe if name == "nprobe" else None
+
+
+def param_values(index, tried: dict[str, tuple[int, ...]]) -> list[tuple[str, int]]:
+    """The per-search parameters worth trying on ``index`` besides its stored one: ``tried[name]``,
+    with nprobe capped at the index's nlist; none for a flat index."""
+    name = param_name(index)
+    if name is None:
+        return []
+    limit = getattr(index, "cpu", index).nlist if name == "nprobe" else None
+    values = sorted({min(v, limit or v) for v in tried[name]} - {stored_param(index)})
+    return [(name, v) for v in values]
 
 
 def search_parameters(index, param: tuple[str, int], where: str) -> "faiss.SearchParameters":
@@ -156,9 +169,27 @@ def sign_codes(vectors: np.ndarray) -> np.ndarray:
     return np.packbits(np.asarray(vectors) > 0, axis=1)
 
 
-def binary_index(vectors: np.ndarray, block: int = 65536) -> "faiss.IndexBinaryFlat":
-    """An exact Hamming index over the sign bits of a (memory-mapped) matrix, block by block."""
-    index = faiss.IndexBinaryFlat(8 * math.ceil(vectors.shape[1] / 8))
-    for start in range(0, len(vectors), block):
+def binary_index(vectors: np.ndarray, index_type: str = "flat", block: int = 65536,
+                 seed: int = 0) -> "faiss.IndexBinary":
+    """A Hamming index over the sign bits of a (memory-mapped) matrix, filled block by block: exact
+    (``flat``), a graph (``hnsw``, efSearch stored as for float HNSW) or inverted lists (``ivf``, nlist
+    about 4*sqrt(n), trained on a sample of up to 100,000 codes, nprobe 16 stored)."""
+    n, bits = vectors.shape[0], 8 * math.ceil(vectors.shape[1] / 8)
+    if index_type == "flat":
+        index = faiss.IndexBinaryFlat(bits)
+    elif index_type == "hnsw":
+        index = faiss.IndexBinaryHNSW(bits, HNSW_M)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+    elif index_type == "ivf":
+        nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, nlist)
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(n, size=min(n, 100_000), replace=False))
+        index.train(sign_codes(vectors[sample]))
+        index.nprobe = min(nlist, 16)
+    else:
+        raise StarbucksError(f"unknown binary index type {index_type!r}: choose {', '.join(BINARY_INDEX_TYPES)}")
+    for start in range(0, n, block):
         index.add(sign_codes(vectors[start : start + block]))
     return index

@@ -104,16 +104,27 @@ class Index:
                              f"{param[0]}= does not apply")
         return search_parameters(self.shortlist[size], param, f"size {size} in {self.path}")
 
-    def search_binary(self, size: Size, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search_binary(self, size: Size, queries: np.ndarray, k: int,
+                      param: tuple[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, rows) per query by the Hamming distance of sign bits at ``size``.
 
         A score is ``dim - 2 * distance``: the inner product of the two vectors' signs (+1/-1), so higher
-        is better. Rows -1 pad when the index finds fewer than k.
+        is better. ``param``: ``("ef", N)`` for a binary HNSW or ``("nprobe", N)`` for a binary IVF index,
+        for this search only. Rows -1 pad when the index finds fewer than k.
         """
         self.require_binary(size)
         k = min(k, len(self))
-        distances, rows = self.binary[size].search(sign_codes(queries), k)
+        codes = sign_codes(queries)
+        if param:
+            distances, rows = self.binary[size].search(codes, k, params=self.binary_search_parameters(size, param))
+        else:
+            distances, rows = self.binary[size].search(codes, k)
         return (size.dim - 2 * distances).astype(np.float32), rows
+
+    def binary_search_parameters(self, size: Size, param: tuple[str, int]):
+        """FAISS search parameters for ``size``'s binary index; a ValueError when its type takes another."""
+        self.require_binary(size)
+        return search_parameters(self.binary[size], param, f"binary size {size} in {self.path}")
 
     def scan(self, size: Size, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact inner-product top-k over the memory-mapped vectors, block by block."""

@@ -11,6 +11,7 @@ from starbucks.sizes import Size, parse_sizes
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
+BINARY_INDEX_TYPES = ("flat", "hnsw", "ivf")  # FAISS types of the binary shortlists
 
 
 @dataclasses.dataclass
@@ -28,6 +29,7 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     # documents without text: {"policy": "index" | "skip", "count": n, "ids": [first 1000 ids]}
     empty_docs: dict = dataclasses.field(default_factory=dict)
+    binary_index: str = "flat"  # the FAISS index type of the binary shortlists (shortlist/bLxD.faiss), if any
 
     @property
     def sizes(self) -> list[Size]:

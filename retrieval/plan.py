@@ -12,7 +12,9 @@ or ``fuse=linear:W`` (min-max normalised scores mixed W dense to 1-W BM25):
 A first stage searched by an HNSW or IVF shortlist index can carry its search parameter after
 ``~``: ``6x64~ef=128:1000`` (HNSW efSearch) or ``6x64~nprobe=16:1000`` (IVF nprobe). Without
 one, the value stored in the index applies. A ``b`` before the size, ``b6x384:2000``, shortlists
-with the sign bits of that size by Hamming distance (an index built with ``binary=``).
+with the sign bits of that size by Hamming distance (an index built with ``binary=``); a binary HNSW
+or IVF index (``binary_index=``) takes its parameter the same way: ``b6x384~ef=64:2000``,
+``b6x384~nprobe=8:2000``.
 """
 from __future__ import annotations
 
@@ -77,8 +79,6 @@ class Plan(tuple):
                 raise ValueError("fusion applies to the last stage, and it must be dense")
             if (stage.param or stage.binary) and (i > 0 or stage.sparse):
                 raise ValueError(f"stage {stage}: search parameters and binary apply to a dense first stage only")
-            if stage.param and stage.binary:
-                raise ValueError(f"stage {stage}: a binary stage takes no search parameter")
         for prev, stage in zip(stages, stages[1:]):
             if stage.keep > prev.keep:
                 raise ValueError(f"stage {stage} keeps more than the {prev.keep} candidates it receives")

@@ -144,18 +144,19 @@ def first_key(stage: Stage) -> Size | str:
 
 def first_stages(index) -> list[Stage]:
     """The first stages an index offers (keep 1, to be set): each shortlist size, with each of a few
-    search parameter values when its FAISS index takes one (HNSW ef, IVF nprobe), and each binary shortlist."""
-    from indexes.faiss_index import param_name, stored_param
+    search parameter values when its FAISS index takes one (HNSW ef, IVF nprobe), and each binary shortlist
+    (with such values too when it is a binary HNSW or IVF index)."""
+    from indexes.faiss_index import param_values
 
     stages = []
     for size in index.manifest.shortlist:
         stages.append(Stage(size, 1))
-        name = param_name(index.shortlist[size])
-        if name:
-            limit = index.shortlist[size].nlist if name == "nprobe" else None
-            values = sorted({min(v, limit or v) for v in SEARCH_VALUES[name]} - {stored_param(index.shortlist[size])})
-            stages += [Stage(size, 1, param=(name, v)) for v in values]
-    return stages + [Stage(size, 1, binary=True) for size in sorted(getattr(index, "binary", {}))]
+        stages += [Stage(size, 1, param=p) for p in param_values(index.shortlist[size], SEARCH_VALUES)]
+    binary = getattr(index, "binary", {})
+    for size in sorted(binary):
+        stages.append(Stage(size, 1, binary=True))
+        stages += [Stage(size, 1, param=p, binary=True) for p in param_values(binary[size], SEARCH_VALUES)]
+    return stages
 
 
 def _median_ms(fn, repeats: int = 5) -> float:
@@ -422,7 +423,8 @@ class Planner:
         """The search parameter value held by the index the plan's first stage searches (None: none)."""
         from indexes.faiss_index import stored_param
 
-        index = self.index.shortlist.get(plan[0].size) if not plan[0].sparse else None
+        indexes = getattr(self.index, "binary", {}) if plan[0].binary else self.index.shortlist
+        index = indexes.get(plan[0].size) if not plan[0].sparse else None
         return stored_param(index) if index is not None else None
 
     def _warn(self, why: str) -> None:

@@ -86,10 +86,11 @@ class Searcher:
             plan = self.planner.choose(budget, k)
         for size in plan.sizes:
             self.index.require(size)
-        if plan[0].param:  # fits the first size's shortlist index, or a one-line ValueError now
-            self.index.search_parameters(plan[0].size, plan[0].param)
         if plan[0].binary:
             self.index.require_binary(plan[0].size)
+        if plan[0].param:  # fits the first stage's (binary) shortlist index, or a one-line ValueError now
+            check = self.index.binary_search_parameters if plan[0].binary else self.index.search_parameters
+            check(plan[0].size, plan[0].param)
         if plan.uses_bm25:
             self.index.require(BM25)
         if k > plan.depth:
@@ -176,7 +177,7 @@ class Searcher:
         """A dense first stage's (scores, rows) per query, with its search parameter or by the Hamming
         distance of sign bits (binary); rows -1 pad."""
         if stage.binary:
-            return self.index.search_binary(stage.size, queries, stage.keep)
+            return self.index.search_binary(stage.size, queries, stage.keep, stage.param)
         return self.index.search(stage.size, queries, stage.keep, stage.param)
 
     @staticmethod

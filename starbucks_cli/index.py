@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("--bm25", action="store_true", help="also store a BM25 index in the index folder")
     p.add_argument("--binary", help="stored sizes whose sign bits also get a binary (Hamming) shortlist index, "
                                     "e.g. 6x384, for plans such as b6x384:2000,6x384:10")
+    p.add_argument("--binary-index", default="flat", choices=["flat", "hnsw", "ivf"],
+                   help="FAISS index for the --binary sizes: exact, or HNSW / IVF for large corpora, searched "
+                        "with plans such as b6x384~ef=64:2000 or b6x384~nprobe=8:2000 (default: %(default)s)")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="encode shards of the corpus on a Ray cluster (its address; none: a local Ray), each "
                         "shard resumable, then build the index from their vectors (needs the ray extra)")
@@ -60,6 +63,8 @@ def check(args) -> None:
             raise StarbucksError("--ray encodes a corpus: it takes no --vectors or --bm25")
         if importlib.util.find_spec("ray") is None:
             raise StarbucksError("--ray needs Ray: install the ray extra (pip install 'starbucks-retrieval[ray]')")
+    if args.binary_index != "flat" and not args.binary:
+        raise StarbucksError(f"--binary-index {args.binary_index} needs --binary SIZES to index, e.g. --binary 6x384")
     if args.corpus is not None:
         check_input(args.corpus, "corpus")
     check_model_arg(args)
@@ -78,6 +83,6 @@ def run(args) -> None:
         index_type=args.index_type, chunk_size=args.chunk_size, batch_size=args.batch_size,
         overwrite=args.overwrite, progress=not args.quiet, encoder=args.encoder, threads=args.threads,
         bm25=args.bm25, empty_docs=args.empty_docs, device=pick_device(args.device, args.quiet),
-        binary=args.binary, vectors=args.vectors, ray=args.ray,
+        binary=args.binary, vectors=args.vectors, ray=args.ray, binary_index=args.binary_index,
     )
     print(summary(out, time.perf_counter() - start))

@@ -79,8 +79,8 @@ def test_binary_errors(binary_index, built_index, tiny_model, tmp_path, corpus):
         Searcher(binary_index, model=tiny_model, encoder="torch").search("bread", budget="b4x48:50,4x48:10")
     with pytest.raises(StarbucksError, match="no binary shortlist for 1x8"):  # an index built before binary=
         Searcher(built_index, model=tiny_model, encoder="torch").search("bread", budget="b1x8:50,4x48:10")
-    with pytest.raises(ValueError, match="binary stage takes no search parameter"):
-        Plan.parse("b1x8~ef=4:50")
+    with pytest.raises(ValueError, match=f"binary size {BIN} in .* has a flat shortlist index: ef= does not apply"):
+        Searcher(binary_index, model=tiny_model, encoder="torch").search("bread", budget=f"b{BIN}~ef=4:50,4x48:10")
     with pytest.raises(ValueError, match="dense first stage only"):
         Plan.parse("1x8:50,b4x48:10")
     with pytest.raises(StarbucksError, match="binary sizes 2x8 are not stored"):
