@@ -10,6 +10,7 @@ from indexes.docids import DocidTable
 from indexes.faiss_index import BINARY_PREFIX, GPU_MAX_K, gpu_exact, search_parameters, sign_codes, to_gpu
 from indexes.files import file_digest
 from indexes.manifest import Manifest
+from indexes.tiers import Quantized
 from starbucks.errors import InputError, StarbucksError
 from starbucks.sizes import Size
 
@@ -141,15 +142,17 @@ class Index:
             best_s, best_i = np.take_along_axis(cand_s, keep, 1), np.take_along_axis(cand_i, keep, 1)
         return best_s, best_i
 
-    def rescore(self, size: Size, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def rescore(self, size: Size, query: np.ndarray, rows: np.ndarray, tier=None) -> np.ndarray:
         """Scores of one query against the given rows at ``size`` (reads only those rows)."""
-        return self.rescore_batch(size, np.asarray(query)[None], [rows])[0]
+        return self.rescore_batch(size, np.asarray(query)[None], [rows], tier)[0]
 
-    def rescore_batch(self, size: Size, queries: np.ndarray, rows) -> list[np.ndarray]:
+    def rescore_batch(self, size: Size, queries: np.ndarray, rows, tier=None) -> list[np.ndarray]:
         """Scores of each query against its own rows at ``size``: ``rows[i]`` for ``queries[i]``.
 
         Every row any query needs is read once, in row order, and widened once; the products
         are one vectorised multiply-and-sum over all (query, row) pairs, with no Python per candidate.
+        ``tier``: a :class:`indexes.tiers.RerankTier` holding ``size`` in RAM (float16 rows, or 8-bit
+        codes scored directly); without one, or for a size it does not hold, the memory-mapped rows.
         """
         self.require(size)
         if len(queries) != len(rows):
@@ -159,15 +162,24 @@ class Index:
         if flat.size and (flat.min() < 0 or flat.max() >= len(self)):
             raise ValueError(f"rows to rescore must lie in 0..{len(self) - 1}")
         unique, inverse = np.unique(flat, return_inverse=True)
-        block = torch.from_numpy(np.asarray(self.vectors[size][unique])).float()
         wide = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32).reshape(len(rows), size.dim))
+        held = tier.held.get(size) if tier is not None else None
+        bias = None
+        if isinstance(held, Quantized):  # q . (low + code * step) = q . low + (q * step) . code
+            block = torch.from_numpy(held.codes[unique]).float()
+            bias = wide @ torch.from_numpy(held.low)
+            wide = wide * torch.from_numpy(held.step)
+        else:
+            block = torch.from_numpy(np.asarray((self.vectors[size] if held is None else held)[unique])).float()
         inverse = torch.from_numpy(inverse.reshape(-1))
         if len(rows) == 1:  # one query: a matrix-vector product over its rows, nothing copied per candidate
-            scores = (block @ wide[0])[inverse].numpy()
+            scores = (block @ wide[0])[inverse]
+            scores = scores if bias is None else scores + bias[0]
         else:
             which = torch.from_numpy(np.repeat(np.arange(len(rows)), lengths))
-            scores = (block[inverse] * wide[which]).sum(dim=1).numpy()
-        return np.split(scores, np.cumsum(lengths)[:-1]) if rows else []
+            scores = (block[inverse] * wide[which]).sum(dim=1)
+            scores = scores if bias is None else scores + bias[which]
+        return np.split(scores.numpy(), np.cumsum(lengths)[:-1]) if rows else []
 
 
 def check_files(folder: Path, manifest: Manifest, verify: bool) -> tuple[int, int]:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from retrieval.evaluate import depth_for, judged_topics, parse_measures, score, to_run
 from retrieval.frontier import Frontier, Point, pareto
 from retrieval.plan import Plan
-from retrieval.planner import index_key, machine_key
+from retrieval.planner import index_key, searcher_key
 from retrieval.searcher import Searcher, decisiveness
 from starbucks.sizes import Size
 from starbucks.topics import Qrels
@@ -171,6 +171,6 @@ def calibrate(searcher: Searcher, topics: dict[str, str], qrels: Qrels, measure:
     frontier = [learn_margin(searcher, p, encoded, qids, qrels, m, k, tolerance)
                 if len(p.plan) > 1 and not p.plan.uses_bm25 else p
                 for p in pareto(candidates)]
-    result = Frontier(machine=machine_key(searcher.encoder), index=index_key(searcher.index), measure=str(m), k=k,
+    result = Frontier(machine=searcher_key(searcher), index=index_key(searcher.index), measure=str(m), k=k,
                       topics=topics_name, queries=len(qids), plans_measured=len(plans), points=frontier)
     return result, points

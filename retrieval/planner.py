@@ -11,7 +11,7 @@ folder:
 A plan's predicted latency is ``encode_ms[deepest layer] + first_ms[first size][keep]``
 plus, for every later stage, ``rescore_us[size] x candidates it receives``.
 
-A measurement belongs to the machine, the encoder and the thread count (``machine_key``):
+A measurement belongs to the machine, the encoder, the thread count and the rerank tier (``machine_key``):
 change any and it is measured again. Encoding is measured in separate rounds; rounds that
 disagree (other work on the machine) are retried once and then used but never cached.
 Budgeted searches record their latency, and when recent ones run well away from the
@@ -71,16 +71,22 @@ SAMPLE_QUERIES = (
 )
 
 
-def machine_key(encoder=None) -> str:
-    """What a measured latency depends on: the processor, the cores, and the encoder and thread
-    count that search (a measurement taken with another encoder or thread setting does not apply)."""
+def machine_key(encoder=None, rerank_tier: str = "mmap") -> str:
+    """What a measured latency depends on: the processor, the cores, and the encoder, thread
+    count and rerank tier that search (a measurement taken with another setting does not apply)."""
     import faiss
     import torch
 
     kind = getattr(encoder, "kind", "torch")
     threads = getattr(encoder, "threads", None) or torch.get_num_threads()
     return (f"{platform.machine()}|cpus={os.cpu_count()}|encoder={kind}|threads={threads}"
-            f"|torch_threads={torch.get_num_threads()}|faiss_threads={faiss.omp_get_max_threads()}")
+            f"|torch_threads={torch.get_num_threads()}|faiss_threads={faiss.omp_get_max_threads()}"
+            + ("" if rerank_tier == "mmap" else f"|rerank_tier={rerank_tier}"))
+
+
+def searcher_key(searcher) -> str:
+    """``machine_key`` for a searcher: its encoder and its rerank tier."""
+    return machine_key(searcher.encoder, getattr(searcher, "rerank_tier", "mmap"))
 
 
 @dataclasses.dataclass
@@ -210,14 +216,15 @@ def measure(searcher, rounds: int = MEASURE_ROUNDS) -> CostModel:
     rescore_us = {}
     for size in sizes:
         q = vectors[size][0]
-        rescore_us[size] = _median_ms(lambda: index.rescore(size, q, rows)) * 1000 / len(rows)
+        tier = getattr(searcher, "tier", None)
+        rescore_us[size] = _median_ms(lambda: index.rescore(size, q, rows, tier)) * 1000 / len(rows)
     encode_rounds += [_encode_table(encoder, sizes, queries) for _ in range(rounds - 1)]
     layers = list(encode_rounds[0])
     encode_ms = {layer: statistics.median(r[layer] for r in encode_rounds) for layer in layers}
     # Half a millisecond of slack: sub-millisecond timings jitter by more than 1.5x on any machine.
     spread = max((max(r[layer] for r in encode_rounds) + 0.5) / (min(r[layer] for r in encode_rounds) + 0.5)
                  for layer in layers)
-    return CostModel(machine_key(encoder), index_key(index), encode_ms, first_ms, rescore_us,
+    return CostModel(searcher_key(searcher), index_key(index), encode_ms, first_ms, rescore_us,
                      spread=spread, load_average=round(os.getloadavg()[0], 2))
 
 
@@ -258,7 +265,7 @@ class Planner:
     def for_searcher(cls, searcher) -> "Planner":
         """The planner of a searcher: its calibration if measured here; the cost model on demand."""
         index = searcher.index
-        return cls(index, None, Frontier.load(index.path, machine_key(searcher.encoder), index_key(index)), searcher)
+        return cls(index, None, Frontier.load(index.path, searcher_key(searcher), index_key(index)), searcher)
 
     @property
     def costs(self) -> CostModel:
@@ -276,7 +283,7 @@ class Planner:
             costs = CostModel.from_dict(json.loads(path.read_text()))
         except (json.JSONDecodeError, KeyError, ValueError, TypeError):
             return None
-        if costs.machine != machine_key(self.searcher.encoder) or costs.index != index_key(self.index) \
+        if costs.machine != searcher_key(self.searcher) or costs.index != index_key(self.index) \
                 or set(costs.rescore_us) != set(self.index.sizes) or costs.contended \
                 or any(first_key(s) not in costs.first_ms for s in first_stages(self.index)):
             return None

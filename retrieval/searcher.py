@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from indexes import Index
+from indexes.tiers import RerankTier, check_tier
 from retrieval.fusion import fuse
 from retrieval.plan import BM25, Plan
 from starbucks.encoder import check_encoder, make_encoder
@@ -41,10 +42,14 @@ class Searcher:
     """Cascaded search over one index. Safe to call from many threads at once."""
 
     def __init__(self, index: str | Path | Index, model: str | Path | StarbucksModel | None = None,
-                 encoder: str = "auto", threads: int | None = None):
+                 encoder: str = "auto", threads: int | None = None, rerank_tier: str = "mmap"):
         """``encoder``: ``auto``, ``torch``, ``onnx`` or ``onnx-int8``; ``threads``: for every library
-        on the query path (default: the available cores; pick 1 for the latency of single queries)."""
+        on the query path (default: the available cores; pick 1 for the latency of single queries).
+        ``rerank_tier``: where the rerank sizes' vectors live while rescoring: ``mmap`` (the memory-mapped
+        files, read in row order), ``float16`` (copied into RAM) or ``int8`` (8-bit codes per dimension in
+        RAM, scored from the codes); see :mod:`indexes.tiers`."""
         check_encoder(encoder)
+        check_tier(rerank_tier)
         self.index = index if isinstance(index, Index) else Index(index)
         manifest = self.index.manifest
         if model is None:
@@ -59,6 +64,8 @@ class Searcher:
             )
         self.model = model
         self.encoder = make_encoder(model, encoder, threads)
+        self.rerank_tier = rerank_tier
+        self.tier = RerankTier(self.index, rerank_tier)
         self._planner = None
         self._planner_lock = threading.Lock()
 
@@ -158,7 +165,7 @@ class Searcher:
                     rankings[i] = dataclasses.replace(rankings[i], alive=min(rankings[i].alive, k))
             alive = [rankings[i].rows[rankings[i].order[: rankings[i].alive]] for i in active]
             queries = np.asarray(vectors[stage.size])[active]
-            for i, new_scores in zip(active, self.index.rescore_batch(stage.size, queries, alive)):
+            for i, new_scores in zip(active, self.index.rescore_batch(stage.size, queries, alive, self.tier)):
                 rankings[i] = self._rerank(rankings[i], stage, new_scores, sparse[i] if stage.fuse else None)
             timings[f"rerank {stage.size}"] = (time.perf_counter() - t) * 1000 / n
         results = []

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from starbucks_cli.common import add_model_args, check_index_args, check_input, open_searcher
+from starbucks_cli.common import add_model_args, add_rerank_tier_arg, check_index_args, check_input, open_searcher
 
 
 def add_parser(sub) -> None:
@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--remeasure", action="store_true",
                    help="also measure the cost model (costs.json) again, even where one measured here is cached")
     add_model_args(p)
+    add_rerank_tier_arg(p)
     p.set_defaults(func=run, check=check)
 
 

@@ -68,9 +68,20 @@ def check_model_arg(args) -> None:
 
 
 def check_index_args(args) -> None:
-    """``args.index`` is an index folder and ``--model`` (if given) can be a model."""
+    """``args.index`` is an index folder, ``--model`` (if given) can be a model and ``--rerank-tier``
+    (where the command has it) names a tier."""
+    from indexes.tiers import check_tier
+
     check_index_dir(args.index)
     check_model_arg(args)
+    check_tier(getattr(args, "rerank_tier", "mmap"))
+
+
+def add_rerank_tier_arg(p) -> None:
+    p.add_argument("--rerank-tier", default="mmap", metavar="TIER",
+                   help="where the rerank vectors live while rescoring: mmap (the memory-mapped files), float16 "
+                        "(copied into RAM) or int8 (8-bit codes per dimension in RAM, half of float16's bytes; "
+                        "scores shift slightly) (default: %(default)s)")
 
 
 def add_verify_arg(p) -> None:
@@ -182,7 +193,8 @@ def open_searcher(args, index: Path):
     from retrieval import Searcher
 
     opened = Index(index, verify=getattr(args, "verify", False))
-    return Searcher(opened, model=load_model(args, index), encoder=args.encoder, threads=args.threads)
+    return Searcher(opened, model=load_model(args, index), encoder=args.encoder, threads=args.threads,
+                    rerank_tier=getattr(args, "rerank_tier", "mmap"))
 
 
 def plain_warnings() -> None:

@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 
 from starbucks_cli.common import (
-    add_model_args, add_verify_arg, check_index_args, check_input, check_text_arg, check_writable_dir,
-    check_writable_file, open_searcher, positive_float, positive_int,
+    add_model_args, add_rerank_tier_arg, add_verify_arg, check_index_args, check_input, check_text_arg,
+    check_writable_dir, check_writable_file, open_searcher, positive_float, positive_int,
 )
 
 
@@ -38,6 +38,7 @@ def add_parser(sub) -> None:
     p.add_argument("--all-sizes", action="store_true", help="exhaustive search at every stored size (the per-size table)")
     add_model_args(p)
     add_verify_arg(p)
+    add_rerank_tier_arg(p)
     p.set_defaults(func=run, check=check)
 
     p = sub.add_parser("bm25", help="evaluate the BM25 baseline the same way",

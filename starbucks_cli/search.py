@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from starbucks_cli.common import (
-    add_model_args, add_verify_arg, check_index_args, check_text_arg, open_searcher, positive_float,
+    add_model_args, add_rerank_tier_arg, add_verify_arg, check_index_args, check_text_arg, open_searcher, positive_float,
     positive_int,
 )
 
@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
     group.add_argument("--plan", help="an explicit cascade, e.g. 2x32:1000,4x64:200,6x384:10")
     add_model_args(p)
     add_verify_arg(p)
+    add_rerank_tier_arg(p)
     p.add_argument("--early-stop", action="store_true",
                    help="skip the middle stages when the shortlist is decisive (needs starbucks calibrate)")
     p.add_argument("--json", action="store_true", help="one JSON object per query")

@@ -44,6 +44,22 @@ def write_corpus(path: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
+def write_random_vectors(folder: Path, sizes, n: int, seed: int = 0, clusters: int = 40) -> Path:
+    """A ``--vectors`` folder (docids d0..d{n-1}) of clustered random vectors, each size a prefix of the
+    widest, so that nearest neighbours exist and approximate search has something to find."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    dim = max(s.dim for s in sizes)
+    folder.mkdir(parents=True)
+    (folder / "docids.txt").write_text("".join(f"d{i}\n" for i in range(n)))
+    centres = rng.standard_normal((clusters, dim))
+    full = centres[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, dim))
+    for s in sizes:
+        np.save(folder / f"{s}.npy", full[:, : s.dim].astype(np.float32))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("models") / "tiny"

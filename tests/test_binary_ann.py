@@ -11,25 +11,15 @@ from starbucks.errors import StarbucksError
 from starbucks.sizes import Size
 from starbucks_cli import main
 
+from conftest import write_random_vectors
+
 SHORT, BIN, FULL = Size(1, 8), Size(3, 32), Size(4, 48)
 DOCS = 1600
 
 
-def random_vectors(folder, n=DOCS, seed=0):
-    """A --vectors folder of clustered random vectors (neighbours exist, so ANN recall means something)."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir()
-    (folder / "docids.txt").write_text("".join(f"d{i}\n" for i in range(n)))
-    centres = rng.standard_normal((40, FULL.dim))
-    full = centres[rng.integers(0, 40, n)] + 0.6 * rng.standard_normal((n, FULL.dim))
-    for s in (SHORT, BIN, FULL):  # prefixes of one vector, as the model's sizes are
-        np.save(folder / f"{s}.npy", full[:, : s.dim].astype(np.float32))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def vectors(tmp_path_factory):
-    return random_vectors(tmp_path_factory.mktemp("binann") / "vec")
+    return write_random_vectors(tmp_path_factory.mktemp("binann") / "vec", (SHORT, BIN, FULL), DOCS)
 
 
 @pytest.fixture(scope="module", params=["hnsw", "ivf"])

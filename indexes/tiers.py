@@ -1,0 +1,80 @@
+"""The rerank tier: where the vectors of an index's rerank sizes live while a searcher rescores.
+
+* ``mmap``: the stored float16 files, memory-mapped; a rescoring reads the rows it needs in row order
+  (the operating system's page cache decides what stays in memory).
+* ``float16``: the same vectors copied into RAM (2 bytes a dimension).
+* ``int8``: 8-bit codes per dimension in RAM (1 byte a dimension): each dimension's range over the
+  corpus is cut into 255 steps, ``value ~ low + code * step``. A score is then
+  ``q . low + (q * step) . code``, computed from the codes directly (a gather and a matrix product).
+
+Only the index's rerank sizes (``manifest.rerank``) are held; rescoring at a shortlist size reads its
+memory-mapped rows whatever the tier.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from starbucks.errors import StarbucksError
+
+RERANK_TIERS = ("mmap", "float16", "int8")
+BLOCK = 65536
+
+
+def check_tier(tier) -> str:
+    """``tier`` if it names a rerank tier, else a one-line error naming it."""
+    if tier not in RERANK_TIERS:
+        raise StarbucksError(f"unknown rerank tier {tier!r}: choose one of {', '.join(RERANK_TIERS)}")
+    return tier
+
+
+class Quantized(NamedTuple):
+    """A matrix as per-dimension 8-bit codes: ``matrix ~ low + codes * step``."""
+
+    codes: np.ndarray  # uint8 [n, dim]
+    low: np.ndarray  # float32 [dim]
+    step: np.ndarray  # float32 [dim]
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.nbytes + self.low.nbytes + self.step.nbytes
+
+
+def quantize(matrix: np.ndarray, block: int = BLOCK) -> Quantized:
+    """8-bit codes of a (memory-mapped) matrix, read block by block (never widened whole)."""
+    n, dim = matrix.shape
+    low = np.full(dim, np.inf, dtype=np.float32)
+    high = np.full(dim, -np.inf, dtype=np.float32)
+    for start in range(0, n, block):
+        part = np.asarray(matrix[start : start + block], dtype=np.float32)
+        low, high = np.minimum(low, part.min(axis=0)), np.maximum(high, part.max(axis=0))
+    if n == 0:
+        low, high = np.zeros(dim, np.float32), np.zeros(dim, np.float32)
+    step = np.where(high > low, (high - low) / 255, 1).astype(np.float32)
+    codes = np.empty((n, dim), dtype=np.uint8)
+    for start in range(0, n, block):
+        part = np.asarray(matrix[start : start + block], dtype=np.float32)
+        codes[start : start + block] = np.clip(np.rint((part - low) / step), 0, 255)
+    return Quantized(codes, low, step)
+
+
+class RerankTier:
+    """The rerank sizes of one index held as a tier names them (``mmap`` holds nothing)."""
+
+    def __init__(self, index, kind: str = "mmap"):
+        self.kind = check_tier(kind)
+        self.held: dict = {}
+        for size in index.manifest.rerank:
+            if kind == "float16":
+                self.held[size] = np.array(index.vectors[size])  # a copy in RAM
+            elif kind == "int8":
+                self.held[size] = quantize(index.vectors[size])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the tier holds in RAM (0 for mmap: its pages belong to the page cache)."""
+        return sum(int(m.nbytes) for m in self.held.values())
+
+    def __repr__(self) -> str:
+        return f"RerankTier({self.kind!r}, {len(self.held)} sizes, {self.nbytes:,} bytes)"

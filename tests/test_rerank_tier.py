@@ -1,0 +1,128 @@
+"""The rerank tier: memory-mapped rows, float16 in RAM, or 8-bit codes in RAM scored directly."""
+import numpy as np
+import pytest
+
+from indexes import Index, build_index
+from indexes.tiers import RerankTier, quantize
+from retrieval import Searcher
+from retrieval.planner import searcher_key
+from starbucks.errors import StarbucksError
+from starbucks.sizes import Size
+from starbucks_cli import main
+
+from conftest import write_random_vectors
+
+SHORT, MID, FULL = Size(1, 8), Size(3, 32), Size(4, 48)
+DOCS = 900
+QUERIES = ["coffee roasting", "jazz harmony", "tidal energy", "chess openings", "solar flares"]
+
+
+@pytest.fixture(scope="module")
+def index_path(tmp_path_factory, tiny_model):
+    root = tmp_path_factory.mktemp("tiers")
+    vectors = write_random_vectors(root / "vec", (SHORT, MID, FULL), DOCS, seed=3)
+    return build_index(None, root / "idx", model=tiny_model, vectors=vectors, shortlist=str(SHORT),
+                       rerank=f"{MID},{FULL}", chunk_size=300, progress=False)
+
+
+@pytest.fixture(scope="module")
+def searchers(index_path, tiny_model):
+    index = Index(index_path)  # one index shared by every tier
+    return {t: Searcher(index, model=tiny_model, encoder="torch", rerank_tier=t) for t in ("mmap", "float16", "int8")}
+
+
+def random_queries(n=30, seed=5):
+    return np.random.default_rng(seed).standard_normal((n, FULL.dim)).astype(np.float32)
+
+
+def test_tiers_hold_what_they_say(searchers):
+    index = searchers["mmap"].index
+    assert searchers["mmap"].tier.nbytes == 0 and searchers["mmap"].tier.held == {}
+    f16 = searchers["float16"].tier
+    assert set(f16.held) == {MID, FULL} and f16.nbytes == DOCS * (MID.dim + FULL.dim) * 2
+    assert not isinstance(f16.held[FULL], np.memmap)
+    np.testing.assert_array_equal(f16.held[FULL], index.vectors[FULL])
+    int8 = searchers["int8"].tier
+    assert int8.held[FULL].codes.dtype == np.uint8
+    assert int8.nbytes == DOCS * (MID.dim + FULL.dim) + 8 * (MID.dim + FULL.dim)
+
+
+@pytest.mark.parametrize("plan", [f"{SHORT}:200,{FULL}:10", f"{SHORT}:300,{MID}:50,{FULL}:10", f"{FULL}:10"])
+def test_float16_tier_ranks_as_mmap(searchers, plan):
+    a = searchers["mmap"].search_batch(QUERIES, k=10, budget=plan)
+    b = searchers["float16"].search_batch(QUERIES, k=10, budget=plan)
+    for x, y in zip(a, b):
+        assert x.docids == y.docids and x.scores == y.scores
+    one = searchers["float16"].search(QUERIES[0], k=10, budget=plan)
+    assert one.docids == a[0].docids
+
+
+def test_quantize_round_trips_within_half_a_step(index_path):
+    matrix = Index(index_path).vectors[FULL]
+    q = quantize(matrix, block=128)  # several blocks
+    wide = np.asarray(matrix, dtype=np.float32)
+    np.testing.assert_array_equal(q.low, wide.min(axis=0))
+    decoded = q.low + q.codes.astype(np.float32) * q.step
+    assert np.all(np.abs(decoded - wide) <= q.step / 2 + 1e-6)
+    assert q.codes.min() == 0 and q.codes.max() == 255
+    assert quantize(matrix, block=128).codes.tobytes() == quantize(matrix).codes.tobytes()
+
+
+def test_int8_rescoring_equals_numpy_from_the_codes(searchers):
+    index, tier = searchers["int8"].index, searchers["int8"].tier
+    q = tier.held[FULL]
+    queries = random_queries(4)
+    rng = np.random.default_rng(0)
+    rows = [rng.choice(DOCS, size=n, replace=False) for n in (50, 1, 300, 7)]
+    got = index.rescore_batch(FULL, queries, rows, tier)
+    for query, r, scores in zip(queries, rows, got):
+        expected = (q.low + q.codes[r].astype(np.float32) * q.step) @ query
+        np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-3)
+    single = index.rescore(FULL, queries[2], rows[2], tier)
+    np.testing.assert_allclose(single, got[2], rtol=1e-5, atol=1e-4)
+
+
+def test_int8_keeps_the_exact_top_10(searchers):
+    index, tier = searchers["int8"].index, searchers["int8"].tier
+    queries = random_queries()
+    everything = [np.arange(DOCS)] * len(queries)
+    exact = np.asarray(index.vectors[FULL], dtype=np.float32) @ queries.T
+    approx = index.rescore_batch(FULL, queries, everything, tier)
+    overlaps = [len(set(np.argsort(-exact[:, i])[:10]) & set(np.argsort(-a)[:10])) / 10
+                for i, a in enumerate(approx)]
+    assert np.mean(overlaps) >= 0.9 and min(overlaps) >= 0.7, overlaps
+    # Through the searcher: the int8 cascade's top 10 against the mmap one's.
+    a = searchers["mmap"].search_batch(QUERIES, k=10, budget=f"{SHORT}:300,{FULL}:10")
+    b = searchers["int8"].search_batch(QUERIES, k=10, budget=f"{SHORT}:300,{FULL}:10")
+    assert np.mean([len(set(x.docids) & set(y.docids)) / 10 for x, y in zip(a, b)]) >= 0.9
+
+
+def test_a_shortlist_size_is_read_from_the_map_whatever_the_tier(searchers):
+    index = searchers["int8"].index
+    rows = [np.arange(20)]
+    q = random_queries(1)[:, : SHORT.dim]
+    np.testing.assert_array_equal(index.rescore_batch(SHORT, q, rows, searchers["int8"].tier)[0],
+                                  index.rescore_batch(SHORT, q, rows)[0])
+
+
+def test_costs_and_calibration_are_kept_per_tier(searchers):
+    keys = {t: searcher_key(s) for t, s in searchers.items()}
+    assert len(set(keys.values())) == 3 and "rerank_tier" not in keys["mmap"]
+
+
+def test_a_bad_tier_is_refused_in_one_line(index_path, tiny_model, capsys):
+    with pytest.raises(StarbucksError, match="unknown rerank tier 'disk': choose one of mmap, float16, int8") as e:
+        Searcher(index_path, model=tiny_model, encoder="torch", rerank_tier="disk")
+    assert "\n" not in str(e.value)
+    with pytest.raises(StarbucksError, match="unknown rerank tier"):
+        RerankTier(Index(index_path), "int4")
+    code = main(["search", str(index_path), "coffee", "--rerank-tier", "ram"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == "error: unknown rerank tier 'ram': choose one of mmap, float16, int8"
+
+
+def test_cli_search_with_a_tier(index_path, tiny_model_dir, capsys):
+    code = main(["search", str(index_path), "coffee", "--model", str(tiny_model_dir), "--encoder", "torch",
+                 "--plan", f"{SHORT}:100,{FULL}:5", "--rerank-tier", "float16", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0 and '"plan": "1x8:100,4x48:5"' in out
