@@ -71,6 +71,17 @@ class RerankTier:
             elif kind == "int8":
                 self.held[size] = quantize(index.vectors[size])
 
+    def check(self, index) -> None:
+        """A one-line error unless the tier holds exactly ``index``'s rerank sizes, one row per document."""
+        for size, held in self.held.items():
+            rows = len(held.codes if isinstance(held, Quantized) else held)
+            if size not in index.manifest.rerank or rows != len(index):
+                raise StarbucksError(f"this {self.kind} rerank tier holds {rows} rows of {size}, which does not "
+                                     f"match {index.path} ({len(index)} documents, rerank sizes "
+                                     f"{', '.join(map(str, index.manifest.rerank))})")
+        if set(self.held) != (set(index.manifest.rerank) if self.kind != "mmap" else set()):
+            raise StarbucksError(f"this {self.kind} rerank tier was loaded for another index than {index.path}")
+
     @property
     def nbytes(self) -> int:
         """Bytes the tier holds in RAM (0 for mmap: its pages belong to the page cache)."""

@@ -42,14 +42,16 @@ class Searcher:
     """Cascaded search over one index. Safe to call from many threads at once."""
 
     def __init__(self, index: str | Path | Index, model: str | Path | StarbucksModel | None = None,
-                 encoder: str = "auto", threads: int | None = None, rerank_tier: str = "mmap"):
+                 encoder: str = "auto", threads: int | None = None, rerank_tier: "str | RerankTier" = "mmap"):
         """``encoder``: ``auto``, ``torch``, ``onnx`` or ``onnx-int8``; ``threads``: for every library
         on the query path (default: the available cores; pick 1 for the latency of single queries).
         ``rerank_tier``: where the rerank sizes' vectors live while rescoring: ``mmap`` (the memory-mapped
         files, read in row order), ``float16`` (copied into RAM) or ``int8`` (8-bit codes per dimension in
-        RAM, scored from the codes); see :mod:`indexes.tiers`."""
+        RAM, scored from the codes); see :mod:`indexes.tiers`. A loaded ``RerankTier`` of the same index
+        can be passed instead, to share it among searchers."""
         check_encoder(encoder)
-        check_tier(rerank_tier)
+        if not isinstance(rerank_tier, RerankTier):
+            check_tier(rerank_tier)
         self.index = index if isinstance(index, Index) else Index(index)
         manifest = self.index.manifest
         if model is None:
@@ -64,8 +66,12 @@ class Searcher:
             )
         self.model = model
         self.encoder = make_encoder(model, encoder, threads)
-        self.rerank_tier = rerank_tier
-        self.tier = RerankTier(self.index, rerank_tier)
+        if isinstance(rerank_tier, RerankTier):
+            rerank_tier.check(self.index)
+            self.tier = rerank_tier
+        else:
+            self.tier = RerankTier(self.index, rerank_tier)
+        self.rerank_tier = self.tier.kind
         self._planner = None
         self._planner_lock = threading.Lock()
 

@@ -126,3 +126,14 @@ def test_cli_search_with_a_tier(index_path, tiny_model_dir, capsys):
                  "--plan", f"{SHORT}:100,{FULL}:5", "--rerank-tier", "float16", "--json"])
     out = capsys.readouterr().out
     assert code == 0 and '"plan": "1x8:100,4x48:5"' in out
+
+
+def test_a_loaded_tier_is_shared_and_checked(searchers, tiny_model, tmp_path):
+    tier = searchers["int8"].tier
+    shared = Searcher(searchers["int8"].index, model=tiny_model, encoder="torch", rerank_tier=tier)
+    assert shared.tier is tier and shared.rerank_tier == "int8"
+    other_vectors = write_random_vectors(tmp_path / "vec", (SHORT, MID, FULL), 50)
+    other = build_index(None, tmp_path / "other", model=tiny_model, vectors=other_vectors, shortlist=str(SHORT),
+                        rerank=f"{MID},{FULL}", progress=False)
+    with pytest.raises(StarbucksError, match="int8 rerank tier holds 900 rows of 3x32, which does not match"):
+        Searcher(other, model=tiny_model, encoder="torch", rerank_tier=tier)
