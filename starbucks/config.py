@@ -28,6 +28,9 @@ class ModelConfig:
     passage_max_length: int = 196
     query_prefix: str = ""
     passage_prefix: str = ""
+    # Where the weights are, when the folder holds none of its own: a model name or a path
+    # (relative to the folder). A frozen backbone plus adaptors ships as settings and maps only.
+    backbone: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sizes", tuple(parse_sizes(self.sizes)))
@@ -46,6 +49,14 @@ class ModelConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["sizes"] = [str(s) for s in self.sizes]
+        if not self.backbone:
+            del d["backbone"]  # absent unless set, so folders that hold their weights read as before
+        return d
+
+    def meaning(self) -> dict:
+        """The settings that decide what a vector means (where the weights live is not one)."""
+        d = self.to_dict()
+        d.pop("backbone", None)
         return d
 
     @classmethod

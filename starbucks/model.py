@@ -6,14 +6,16 @@ pooling, truncation and normalisation live here and nowhere else.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from starbucks.adaptors import Adaptors
-from starbucks.config import ModelConfig, infer_config
+from starbucks.config import CONFIG_NAME, ModelConfig, infer_config
 from starbucks.errors import InputError, StarbucksError
 from starbucks.sizes import Size
 
@@ -22,6 +24,7 @@ DEFAULT_MODEL_NAME = "starbucks-minilm-l6"
 
 
 BASE_MODEL_NAME = "all-MiniLM-L6-v2"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
 
 def base_model_path() -> Path:
@@ -36,14 +39,34 @@ def base_model_path() -> Path:
 def default_model_path() -> Path:
     """The shipped Starbucks model if present, else the base model."""
     shipped = REPO_MODELS / DEFAULT_MODEL_NAME
-    return shipped if (shipped / "config.json").is_file() else base_model_path()
+    return shipped if (shipped / CONFIG_NAME).is_file() else base_model_path()
 
 
 def resolve_model_path(name: str | Path) -> str:
-    """A model name as given, except that all-MiniLM-L6-v2 (bare or with its hub owner) names the offline copy."""
-    if str(name) in (BASE_MODEL_NAME, "sentence-transformers/" + BASE_MODEL_NAME) and not Path(name).exists():
+    """A model name as given, except that all-MiniLM-L6-v2 (bare or with its hub owner) names the
+    offline copy and the name of a model shipped in ``starbucks/models`` names its folder."""
+    if Path(name).exists():
+        return str(name)
+    if str(name) in (BASE_MODEL_NAME, "sentence-transformers/" + BASE_MODEL_NAME):
         return str(base_model_path())
+    shipped = REPO_MODELS / str(name)
+    if "/" not in str(name) and (shipped / CONFIG_NAME).is_file():
+        return str(shipped)
     return str(name)
+
+
+def backbone_source(folder: Path | None, given: str) -> str:
+    """Where a model's weights load from: the folder itself, or the backbone its settings name."""
+    if folder is None or not (folder / CONFIG_NAME).is_file():
+        return given
+    try:
+        backbone = json.loads((folder / CONFIG_NAME).read_text()).get("backbone", "")
+    except (json.JSONDecodeError, AttributeError):
+        return given  # reported when the settings are read
+    if not backbone:
+        return given
+    relative = folder / backbone
+    return str(relative) if relative.exists() else resolve_model_path(backbone)
 
 
 class StarbucksModel(nn.Module):
@@ -72,17 +95,20 @@ class StarbucksModel(nn.Module):
         folder = path if path.is_dir() else None
         if folder is None and (path.exists() or str(name_or_path).startswith((".", "/"))):
             raise InputError("not a model folder", path)
-        source = str(folder or name_or_path)
+        given = str(folder or name_or_path)
+        source = backbone_source(folder, given)
         try:
             backbone = AutoModel.from_pretrained(source)
         except OSError as e:
-            raise StarbucksError(f"cannot load model {source!r}: {e}") from None
-        tokenizer = AutoTokenizer.from_pretrained(source)
+            where = f" (the backbone named in {folder / CONFIG_NAME})" if source != given else ""
+            raise StarbucksError(f"cannot load model {source!r}{where}: {e}") from None
+        has_tokenizer = folder is not None and any((folder / f).is_file() for f in TOKENIZER_FILES)
+        tokenizer = AutoTokenizer.from_pretrained(given if has_tokenizer else source)
         config = infer_config(
             str(name_or_path or ""), folder,
             int(backbone.config.num_hidden_layers), int(backbone.config.hidden_size),
         )
-        model = cls(backbone, tokenizer, config, name=source)
+        model = cls(backbone, tokenizer, config, name=given)
         if folder is not None:
             model.set_adaptors(Adaptors.load(folder, model.hidden_size, model.num_layers))
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -95,7 +121,8 @@ class StarbucksModel(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
-        self.config.save(folder)
+        # The folder now holds the weights: a backbone named by the settings it was loaded with is dropped.
+        dataclasses.replace(self.config, backbone="").save(folder)
         if self.adaptors is not None:
             self.adaptors.save(folder)
 
@@ -137,7 +164,7 @@ class StarbucksModel(nn.Module):
                     continue  # never used for embeddings
                 h.update(name.encode())
                 h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-            h.update(repr(sorted(self.config.to_dict().items())).encode())
+            h.update(repr(sorted(self.config.meaning().items())).encode())
             if self.adaptors is not None:
                 h.update(repr(sorted(self.adaptors.spec.to_dict().items())).encode())
                 for name, tensor in sorted(self.adaptors.state_dict().items()):

@@ -83,6 +83,45 @@ def test_folder_without_adaptors_loads_as_before(tiny_model_dir):
     assert torch.equal(embed(model, [Size(4, 48)])[Size(4, 48)], plain)
 
 
+def maps_only_folder(tmp_path, model, backbone: str):
+    """A folder with settings naming ``backbone``, the tokenizer and the maps, but no weights."""
+    import dataclasses
+
+    folder = tmp_path / "maps-only"
+    folder.mkdir()
+    dataclasses.replace(model.config, backbone=backbone).save(folder)
+    model.tokenizer.save_pretrained(folder)
+    model.adaptors.save(folder)
+    return folder
+
+
+def test_a_folder_naming_its_backbone_loads_the_same_model(tmp_path):
+    model = make_tiny_model(pooling="mean", similarity="cosine")
+    model.save(tmp_path / "backbone")  # the weights, without maps
+    model.set_adaptors(random_adaptors(model))
+    folder = maps_only_folder(tmp_path, model, "../backbone")
+    assert not any(folder.glob("*.safetensors")) or {p.name for p in folder.glob("*.safetensors")} == {WEIGHTS_NAME}
+    loaded = StarbucksModel.load(folder, device="cpu")
+    sizes = [Size(1, 8), Size(4, 48)]
+    a, b = embed(model, sizes), embed(loaded, sizes)
+    assert all(torch.equal(a[s], b[s]) for s in sizes)
+    # Where the weights live does not change what the vectors mean: same fingerprint as a full copy.
+    model.save(tmp_path / "full")
+    assert loaded.fingerprint() == StarbucksModel.load(tmp_path / "full", device="cpu").fingerprint()
+    assert loaded.config.backbone == "../backbone" and loaded.name == str(folder)  # named after its folder
+    loaded.save(tmp_path / "copy")  # a copy holds the weights, so it names no backbone
+    assert "backbone" not in json.loads((tmp_path / "copy" / "starbucks.json").read_text())
+    assert "backbone" not in json.loads((tmp_path / "full" / "starbucks.json").read_text())
+
+
+def test_a_backbone_that_cannot_be_found_names_the_settings_file(tmp_path):
+    model = make_tiny_model(pooling="mean", similarity="cosine")
+    model.set_adaptors(random_adaptors(model))
+    folder = maps_only_folder(tmp_path, model, str(tmp_path / "nowhere"))
+    with pytest.raises(StarbucksError, match="backbone named in .*starbucks.json"):
+        StarbucksModel.load(folder, device="cpu")
+
+
 def test_fingerprint_changes_with_a_map():
     model = make_tiny_model()
     base = model.fingerprint()
