@@ -356,12 +356,13 @@ def train_adaptors(model: StarbucksModel, data: TrainingSet, settings: AdaptSett
     try:
         with tqdm(total=settings.steps, initial=start, desc="adapt", unit="step", disable=not progress) as bar:
             for step in range(start, settings.steps):
-                losses = step_losses(model, data, sizes, settings, step)
-                total = sum(losses.values())
+                with parametrize.cached():  # an orthogonal map is computed once a step, not once a use
+                    losses = step_losses(model, data, sizes, settings, step)
+                    total = sum(losses.values())
+                    optimizer.zero_grad()
+                    total.backward()
                 for group in optimizer.param_groups:  # cosine decay to zero over the run
                     group["lr"] = settings.learning_rate * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
-                optimizer.zero_grad()
-                total.backward()
                 optimizer.step()
                 entry = {"step": step + 1, "loss": total.item(), **{k: v.item() for k, v in losses.items()}}
                 log.append(entry)
