@@ -224,6 +224,8 @@ def _load_binary(path: Path, manifest: Manifest) -> dict:
         if index.ntotal != manifest.num_docs or index.d != 8 * -(-size.dim // 8) or size not in manifest.sizes:
             raise InputError(f"binary FAISS index holds {index.ntotal} x {index.d} bits, expected "
                              f"{manifest.num_docs} x {8 * -(-size.dim // 8)} of a stored size", file)
+        if isinstance(index, faiss.IndexBinaryFlat):
+            index.use_heap = False  # counting by distance, not a heap of k: several times faster for deep shortlists
         found[size] = index
     return found
 
