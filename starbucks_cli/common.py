@@ -12,6 +12,7 @@ from pathlib import Path
 from starbucks.errors import InputError, StarbucksError
 
 ENCODERS = ("auto", "torch", "onnx", "onnx-int8")  # as starbucks.encoder.ENCODERS (which imports torch)
+RERANK_TIERS = ("mmap", "float16", "int8")  # as indexes.tiers.RERANK_TIERS (which imports torch)
 
 
 def positive_int(text: str) -> int:
@@ -70,11 +71,11 @@ def check_model_arg(args) -> None:
 def check_index_args(args) -> None:
     """``args.index`` is an index folder, ``--model`` (if given) can be a model and ``--rerank-tier``
     (where the command has it) names a tier."""
-    from indexes.tiers import check_tier
-
     check_index_dir(args.index)
     check_model_arg(args)
-    check_tier(getattr(args, "rerank_tier", "mmap"))
+    tier = getattr(args, "rerank_tier", "mmap")
+    if tier not in RERANK_TIERS:  # the message of indexes.tiers.check_tier
+        raise StarbucksError(f"unknown rerank tier {tier!r}: choose one of {', '.join(RERANK_TIERS)}")
 
 
 def add_rerank_tier_arg(p) -> None:

@@ -94,8 +94,8 @@ def test_flags_reach_the_library(monkeypatch, tmp_path, capsys):
     assert (kw["encoder"], kw["threads"], kw["bm25"], kw["device"]) == ("torch", 1, True, "cpu")
 
     class FakeSearcher:
-        def __init__(self, index, model=None, encoder="auto", threads=None):
-            seen["searcher"] = (encoder, threads)
+        def __init__(self, index, model=None, encoder="auto", threads=None, rerank_tier="mmap"):
+            seen["searcher"] = (encoder, threads, rerank_tier)
             raise indexes.build.StarbucksError("stop here")
 
     monkeypatch.setattr("retrieval.Searcher", FakeSearcher)
@@ -104,7 +104,15 @@ def test_flags_reach_the_library(monkeypatch, tmp_path, capsys):
     (tmp_path / "idx").mkdir()
     (tmp_path / "idx" / "manifest.json").write_text("{}")
     assert main(["-q", "search", str(tmp_path / "idx"), "q", "--encoder", "onnx", "--threads", "1", "--verify"]) == 2
-    assert seen["searcher"] == ("onnx", 1) and seen["verify"] is True
+    assert seen["searcher"] == ("onnx", 1, "mmap") and seen["verify"] is True
+    (tmp_path / "topics.tsv").write_text("q1\tcoffee\n")
+    (tmp_path / "qrels.txt").write_text("q1 0 d1 1\n")
+    for command in (["search", str(tmp_path / "idx"), "q"],
+                    ["evaluate", str(tmp_path / "idx"), "--topics", str(tmp_path / "topics.tsv"),
+                     "--qrels", str(tmp_path / "qrels.txt")]):
+        assert main(["-q", *command, "--rerank-tier", "int8"]) == 2
+        assert seen["searcher"][2] == "int8"
+        seen.pop("searcher")
 
 
 def test_help_defaults_match_the_readme():

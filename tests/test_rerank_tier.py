@@ -137,3 +137,16 @@ def test_a_loaded_tier_is_shared_and_checked(searchers, tiny_model, tmp_path):
                         rerank=f"{MID},{FULL}", progress=False)
     with pytest.raises(StarbucksError, match="int8 rerank tier holds 900 rows of 3x32, which does not match"):
         Searcher(other, model=tiny_model, encoder="torch", rerank_tier=tier)
+
+
+def test_the_cli_refuses_a_bad_tier_before_loading_torch(index_path):
+    from starbucks_cli.common import RERANK_TIERS
+
+    from indexes.tiers import RERANK_TIERS as LIBRARY_TIERS
+    from test_cli import torch_after
+
+    assert RERANK_TIERS == LIBRARY_TIERS
+    status, torch_loaded, err = torch_after(["evaluate", str(index_path), "--topics", "t", "--qrels", "q",
+                                             "--rerank-tier", "disk"])
+    assert status == 2 and not torch_loaded
+    assert err.strip() == "error: unknown rerank tier 'disk': choose one of mmap, float16, int8"
