@@ -1,0 +1,83 @@
+"""The scale benchmark's measuring parts: resident memory, cold caches, shortlist variants, table and plot."""
+import faiss
+import numpy as np
+import pytest
+
+from experiments import scale
+from indexes import Index, build_index
+from starbucks.sizes import Size
+
+from conftest import write_random_vectors
+
+SHORT, FULL = Size(1, 8), Size(4, 48)
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory, tiny_model):
+    root = tmp_path_factory.mktemp("scale")
+    vectors = write_random_vectors(root / "vec", (SHORT, FULL), 1200, seed=2)
+    return Index(build_index(None, root / "idx", model=tiny_model, vectors=vectors, shortlist=str(SHORT),
+                             rerank=str(FULL), chunk_size=400, progress=False))
+
+
+def test_rss_growth_sees_touched_memory():
+    with scale.Resident() as resident:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, written
+    assert resident.grown >= 0.8 * block.nbytes
+    with scale.Resident() as untouched:
+        empty = np.empty(64 * 2**20 // 8)  # reserved, never touched: not resident
+    assert untouched.grown < 0.5 * empty.nbytes
+
+
+def test_cold_cache_drop_keeps_the_data(index):
+    matrix = index.vectors[FULL]
+    before = np.array(matrix[:50])
+    scale.drop_cache([matrix])
+    scale.drop_cache([matrix], page_cache=False)
+    np.testing.assert_array_equal(matrix[:50], before)
+    calls = []
+    rows = [{0, 1}] * 4
+    result = scale.timed(lambda sl: [[0, 1]] * (sl.stop - sl.start), 4, rows, 2, before=lambda: calls.append(1))
+    assert len(calls) == 2 and result["recall@10"] == pytest.approx(0.2)
+
+
+def test_a_baseline_too_large_is_skipped_with_its_size():
+    skipped = scale.too_large("flat", 10**15, "float32 vectors")
+    assert skipped["skipped"].startswith("needs about 1000000.0 GB (float32 vectors)")
+    assert scale.too_large("flat", 1000, "float32 vectors") is None
+
+
+@pytest.mark.parametrize("kind, expected", [("hnsw", faiss.IndexHNSW), ("ivfpq", faiss.IndexIVF),
+                                             ("binary-flat", faiss.IndexBinaryFlat),
+                                             ("binary-hnsw", faiss.IndexBinaryHNSW), ("binary-ivf", faiss.IndexBinaryIVF)])
+def test_shortlist_variants_share_the_vectors_and_leave_the_index_alone(index, kind, expected):
+    other, seconds = scale.variant(index, kind, [FULL])
+    built = other.binary[FULL] if kind.startswith("binary") else other.shortlist[SHORT]
+    assert isinstance(built, expected) and built.ntotal == len(index) and seconds >= 0
+    assert other.vectors is index.vectors and isinstance(index.shortlist[SHORT], faiss.IndexFlat)
+    assert index.binary == {}
+
+
+def _row(recall, ms, **extra):
+    one = {"recall@10": recall, "ms": ms, "qps": 1000 / ms, "queries": 4}
+    return {"single": one, f"batch {scale.BATCH}": one, "ram_bytes_per_doc": 70.0, "note": "n",
+            "build_s": 1.0, "rss_bytes_per_doc": 80.0, "end_to_end_ms": ms + 1, **extra}
+
+
+def test_table_and_plot(tmp_path):
+    result = {"sizes": [{"documents": 1000, "systems": {
+        "cascade, flat shortlist: 1x8:100,4x48:10": _row(0.99, 2.0),
+        "HNSW32 efSearch=64": {**_row(0.95, 0.5), "sweep": [_row(0.9, 0.3), _row(0.95, 0.5)]},
+        "exhaustive, FAISS flat float32": {"skipped": "needs about 15.4 GB", "name": "flat"},
+    }}]}
+    text = scale.table(result)
+    assert "| 1,000 | cascade, flat shortlist: 1x8:100,4x48:10 | 0.9900 | 2.00 | 3.00 |" in text
+    assert "skipped: needs about 15.4 GB" in text
+    path = scale.plot(result, tmp_path / "frontier.png")
+    assert path is not None and path.stat().st_size > 1000
+
+
+def test_better_prefers_the_target_then_speed():
+    fast_low, slow_ok, fast_ok = _row(0.9, 1.0), _row(0.995, 5.0), _row(0.99, 3.0)
+    assert scale._better(slow_ok, fast_low) and scale._better(fast_ok, slow_ok)
+    assert scale._better(_row(0.95, 9.0), fast_low)
