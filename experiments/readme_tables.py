@@ -18,6 +18,7 @@ from experiments import query_path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
+DOCUMENTS = [ROOT / "README.md", ROOT / "experiments" / "training" / "README.md"]  # files with tables
 
 
 def encoder_table() -> str:
@@ -37,7 +38,48 @@ def encoder_table() -> str:
             f"load average {load[0]} at the start. CPU default chosen from these: `{r['choice']['default']}`.\n")
 
 
+def default_model_table() -> str:
+    """Per-size scores of the default model beside the base model and the SRL mix, with the shares kept."""
+    path = ROOT / "experiments" / "training" / "results" / "default-adaptors.json"
+    if not path.is_file():
+        return "(not measured yet: `python -m experiments.training.default_adaptors`)\n"
+    r = json.loads(path.read_text())
+    sizes = ["1x16", "2x32", "3x64", "4x128", "5x256", "6x384"]
+    lines = ["| set | model | " + " | ".join(sizes) + " |", "|---|---|" + "---|" * len(sizes)]
+    for name in ("scifact", "nfcorpus", "dl19", "stsb", "sickr"):
+        for model, scores in r["scores"].items():
+            if name in scores:
+                lines.append(f"| {name} | {model} | " + " | ".join(f"{scores[name][s]:.3f}" for s in sizes) + " |")
+    kept = "; ".join(f"{n} " + " / ".join(f"{100 * v:.0f}" for v in k.values()) + " %" for n, k in r["kept"].items())
+    return ("\n".join(lines) + "\n\nnDCG@10 (SciFact test, NFCorpus dev, DL19 pool) and Spearman (STS-B, SICK-R "
+            f"test), exact search. Share of the full size the default model keeps at 2x32 / 3x64 / 4x128 / 5x256: {kept} "
+            "(targets 30 / 45 / 60 / 75 %). From `experiments/training/results/default-adaptors.json`.\n")
+
+
+def compare_adaptors_table() -> str:
+    """The comparison's adaptor rows beside the base model, SRL and 2DMSE, per data set (diagonal sizes)."""
+    from experiments.training import compare, compare_adaptors
+
+    folder = ROOT / "experiments" / "training" / "results" / "compare"
+    methods = ["base", "2dmse", "srl"] + list(compare_adaptors.METHODS)
+    results = {m: json.loads((folder / f"{m}.json").read_text()) for m in methods if (folder / f"{m}.json").is_file()}
+    if not any(m in results for m in compare_adaptors.METHODS):
+        return "(not measured yet: `python -m experiments.training.compare`)\n"
+    sizes = ["1x16", "2x32", "3x64", "4x128", "5x256", "6x384"]
+    lines = ["| set | method | " + " | ".join(sizes) + " |", "|---|---|" + "---|" * len(sizes)]
+    for name in compare.TABLE_DATASETS:
+        for m, r in results.items():
+            scores = r["scores"].get(name)
+            if scores:
+                lines.append(f"| {name} | {compare.LABELS[m]} | " + " | ".join(f"{scores[s]:.3f}" for s in sizes) + " |")
+    return ("\n".join(lines) + f"\n\nnDCG@10 (SciFact, NFCorpus, DL19 pool) and Spearman (STS-B, SICK-R), passages cut "
+            f"to 128 tokens; every row from the same train files, {compare_adaptors.STEPS} steps, seed "
+            f"{compare_adaptors.SEED}. From `experiments/training/results/compare/`.\n")
+
+
 TABLES = {
+    "compare_adaptors": compare_adaptors_table,
+    "default_model": default_model_table,
     "encoders": encoder_table,
     "query_path": lambda: query_path.summary_table(RESULTS / "query_path")
     if (RESULTS / "query_path").is_dir() else "(not measured yet: `python -m experiments.query_path`)\n",
@@ -54,7 +96,7 @@ def render(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a table is out of date; write nothing")
-    parser.add_argument("files", nargs="*", type=Path, default=[ROOT / "README.md"])
+    parser.add_argument("files", nargs="*", type=Path, default=DOCUMENTS)
     args = parser.parse_args(argv)
     stale = []
     for path in args.files:

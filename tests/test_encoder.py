@@ -133,18 +133,40 @@ def test_the_base_models_name_loads_its_offline_copy(name):
     assert (model.num_layers, model.hidden_size, model.config.pooling) == (6, 384, "mean")
 
 
-def test_the_shipped_default_model_is_float16_under_50_mb_with_its_card():
-    from safetensors import safe_open
-
-    from starbucks.model import REPO_MODELS, default_model_path
+def test_the_shipped_default_model_is_maps_on_the_frozen_base_with_its_card():
+    from starbucks.model import BASE_MODEL_NAME, REPO_MODELS, default_model_path
     from starbucks.sizes import diagonal
 
     folder = REPO_MODELS / "starbucks-minilm-l6"
     assert default_model_path() == folder
+    assert not list(folder.glob("model*.safetensors"))  # no copy of the backbone's weights
+    assert sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) <= 5 * 2**20
+    assert "## Reproduce" in (folder / "README.md").read_text()
+    model = StarbucksModel.load(device="cpu")
+    base = StarbucksModel.load(BASE_MODEL_NAME, device="cpu")
+    assert model.adaptors is not None and model.config.backbone == BASE_MODEL_NAME
+    assert set(diagonal(6, 384)) <= set(model.config.sizes) and model.backbone.dtype == torch.float32
+    texts = ["what causes tides", "Tides are caused by the gravity of the moon and the sun."]
+    full, small = Size(6, 384), Size(3, 64)
+    ours = Encoder(model).encode_passages(texts, [full, small])
+    theirs = Encoder(base).encode_passages(texts, [full, small])
+    # Layer 6's map is a rotation: full-size scores are the base model's; smaller sizes are not its cuts.
+    assert np.allclose(ours[full] @ ours[full].T, theirs[full] @ theirs[full].T, atol=1e-5)
+    assert not np.allclose(ours[small], theirs[small], atol=1e-3)
+
+
+def test_the_srl_model_ships_by_name_in_float16_under_50_mb():
+    from safetensors import safe_open
+
+    from starbucks.model import REPO_MODELS, resolve_model_path
+    from starbucks.sizes import diagonal
+
+    folder = REPO_MODELS / "starbucks-minilm-l6-srl"
+    assert resolve_model_path("starbucks-minilm-l6-srl") == str(folder)
     weights = folder / "model.safetensors"
     assert weights.stat().st_size <= 50 * 2**20
     with safe_open(str(weights), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
     assert "## Reproduce" in (folder / "README.md").read_text()
-    model = StarbucksModel.load(device="cpu")
+    model = StarbucksModel.load("starbucks-minilm-l6-srl", device="cpu")
     assert list(model.config.sizes) == diagonal(6, 384) and model.backbone.dtype == torch.float32

@@ -1,4 +1,7 @@
-"""The shipped default model, end to end: data, training, the mix chosen on validation sets, shipping, results.
+"""The shipped SRL model (``starbucks-minilm-l6-srl``), end to end: data, training, the mix chosen
+on validation sets, shipping, results. It was the default model until the adaptor model
+(``experiments.training.default_adaptors``) replaced it; its ``data`` stage also holds out the
+validation queries that model is chosen on.
 
     python -m experiments.training.default_model                      # every stage, skipping finished ones
     python -m experiments.training.default_model --stages select ship evaluate
@@ -17,7 +20,7 @@ Stages:
   held-out query set: the most trained weights that give up nothing at the full size. Each mix is
   also scored on out-of-domain validation sets no result reports (CACM, Vaswani, STS-B dev,
   SICK trial), which the selection table shows beside them.
-- ``ship``: writes that mix as float16 safetensors into ``starbucks/models/starbucks-minilm-l6``
+- ``ship``: writes that mix as float16 safetensors into ``starbucks/models/starbucks-minilm-l6-srl``
   with its model card.
 - ``evaluate``: per-size nDCG@10 on SciFact test, NFCorpus dev and the DL19 pool and Spearman on
   STS-B and SICK-R, for the base model and the recipe's chosen mix (the shipped model itself when
@@ -39,7 +42,7 @@ import torch
 from experiments.datasets import COLLECTIONS, DATA, Collection
 from experiments.training.compare import HERE, table
 from experiments.training.per_size import evaluate
-from starbucks.model import BASE_MODEL_NAME, DEFAULT_MODEL_NAME, REPO_MODELS
+from starbucks.model import BASE_MODEL_NAME, REPO_MODELS
 from starbucks.sizes import Size
 from training.build_data import build_pseudo_data, build_train_data, holdout_path
 from training.config import TrainConfig
@@ -49,7 +52,8 @@ from training.merge import merge_folders
 
 STAGES = ("data", "train", "select", "ship", "evaluate")
 CONFIG = HERE.parent / "configs" / "starbucks-minilm-l6.json"
-SHIPPED = REPO_MODELS / DEFAULT_MODEL_NAME
+SRL_MODEL_NAME = "starbucks-minilm-l6-srl"
+SHIPPED = REPO_MODELS / SRL_MODEL_NAME
 RESULTS = HERE / "results"
 TRAIN_DATA = Path("runs/train-data")
 HOLDOUT = {"scifact": 100, "nfcorpus": 200}  # judged train queries kept for validation
@@ -237,7 +241,7 @@ def stage_evaluate(recipe: Recipe) -> None:
 
 def results_table(recipe: Recipe) -> str:
     labels = {"base": "all-MiniLM-L6-v2 (base), truncated",
-              "shipped": DEFAULT_MODEL_NAME if recipe.is_shipped() else recipe.name}
+              "shipped": SRL_MODEL_NAME if recipe.is_shipped() else recipe.name}
     results = {labels[k]: json.loads(p.read_text()) for k, p in evaluations(recipe).items() if p.exists()}
     if len(results) < 2:
         return ("(not evaluated yet: `python -m experiments.training.default_model --config "
@@ -284,10 +288,12 @@ def write_card(recipe: Recipe) -> None:
     (SHIPPED / "README.md").write_text(card)
 
 
-CARD = """# starbucks-minilm-l6
+CARD = """# starbucks-minilm-l6-srl
 
 A 2D Matryoshka (Starbucks) version of all-MiniLM-L6-v2: every layer of the six, cut to the first
-*d* dimensions, is an embedding of its own. It is the default model of `starbucks index`.
+*d* dimensions, is an embedding of its own, fine-tuned with SRL and mixed with the base weights.
+Use it with `--model starbucks-minilm-l6-srl`. It was the default model until `starbucks-minilm-l6`
+(per-layer adaptors on the frozen all-MiniLM-L6-v2, whose full size it leaves unchanged) replaced it.
 
 - Sizes trained: {sizes} (layer x dims; `hidden_states[n]`, mean pooling, then cut and L2-normalised;
   cosine similarity). Query length {qlen} and passage length {plen} tokens in training; 256 at search.

@@ -28,7 +28,8 @@ from training.losses.sts import read_sts_rows
 
 # Names used in the results files -> collections of experiments.datasets.
 COLLECTIONS = {"scifact": "scifact", "nfcorpus": "nfcorpus-dev", "dl19": "dl19-pool"}
-STS = {"stsb": "test", "sickr": "test", "stsb-dev": "dev", "sickr-trial": "trial"}  # name -> split
+STS = {"stsb": "test", "sickr": "test", "stsb-dev": "dev", "sickr-trial": "trial",  # name -> split
+       "stsb-train": "train", "sickr-train": "train"}
 
 
 def eval_sizes(model: StarbucksModel) -> list[Size]:
@@ -49,6 +50,11 @@ def retrieval(encoder: Encoder, collection: Collection, sizes: list[Size],
     d_vecs = encoder.encode_passages([d.text for d in docs], sizes)
     qids = list(topics)
     q_vecs = encoder.encode_queries([topics[q] for q in qids], sizes)
+    return ndcg_per_size(q_vecs, d_vecs, qids, ids, qrels, sizes)
+
+
+def ndcg_per_size(q_vecs: dict, d_vecs: dict, qids: list[str], ids: list[str], qrels, sizes: list[Size]) -> dict[str, float]:
+    """nDCG@10 of each size by exact dot-product search of the query vectors over the passage vectors."""
     out = {}
     for size in sizes:
         s = q_vecs[size] @ d_vecs[size].T
