@@ -59,7 +59,7 @@ def index_for(name: str, kind: str, model: StarbucksModel, threads: int) -> tupl
     from indexes import build_index
 
     c = COLLECTIONS[name]
-    folder = INDEXES / f"{name}-{kind}"
+    folder = INDEXES / f"{name}-{kind}-{model.fingerprint()[:12]}"  # one per model: a new default builds anew
     if (folder / "manifest.json").is_file():
         return folder, {}
     sizes = sizes_for(model)
