@@ -77,7 +77,32 @@ def compare_adaptors_table() -> str:
             f"{compare_adaptors.SEED}. From `experiments/training/results/compare/`.\n")
 
 
+SCALE_RESULTS = "minilm-l6-adaptors-1m"  # the scale run the README shows
+
+
+def scale_table() -> str:
+    """Every system of the scale run, fastest first, with recall, latency and resident bytes per document."""
+    path = RESULTS / "scale" / f"{SCALE_RESULTS}.json"
+    if not path.is_file():
+        return f"(not measured yet: `python -m experiments.scale ... --tag {SCALE_RESULTS}`)\n"
+    r = json.loads(path.read_text())
+    lines = ["| documents | system | recall@10 | ms/query from vectors | ms end to end | bytes/doc computed | "
+             "RSS growth bytes/doc | build s |", "|---|---|---|---|---|---|---|---|"]
+    for size in r["sizes"]:
+        rows = sorted(((n, s) for n, s in size["systems"].items() if "skipped" not in s), key=lambda x: x[1]["single"]["ms"])
+        for name, s in rows:
+            lines.append(f"| {size['documents']:,} | {name} | {s['single']['recall@10']:.4f} | {s['single']['ms']:.2f} | "
+                         f"{s['end_to_end_ms']:.2f} | {s['ram_bytes_per_doc']:.0f} | {s['rss_bytes_per_doc']:.0f} | "
+                         f"{s['build_s']:.0f} |")
+        lines += [f"| {size['documents']:,} | {n} | | | | | | skipped: {s['skipped']} |"
+                  for n, s in size["systems"].items() if "skipped" in s]
+    m = r["machine"]
+    return ("\n".join(lines) + f"\n\n`{r['command']}`; {m['threads']} thread, load average {m['load_average']} at the "
+            f"start. From `experiments/results/scale/{SCALE_RESULTS}.json` (and `.md`, with each size's profile).\n")
+
+
 TABLES = {
+    "scale": scale_table,
     "compare_adaptors": compare_adaptors_table,
     "default_model": default_model_table,
     "encoders": encoder_table,
