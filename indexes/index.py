@@ -175,10 +175,12 @@ class Index:
         if len(rows) == 1:  # one query: a matrix-vector product over its rows, nothing copied per candidate
             scores = (block @ wide[0])[inverse]
             scores = scores if bias is None else scores + bias[0]
-        else:
-            which = torch.from_numpy(np.repeat(np.arange(len(rows)), lengths))
-            scores = (block[inverse] * wide[which]).sum(dim=1)
-            scores = scores if bias is None else scores + bias[which]
+        else:  # per query, a matrix-vector product over its own rows: no (pairs x dim) temporaries
+            ends = np.cumsum(lengths)
+            scores = torch.cat([block.index_select(0, inverse[end - n:end]) @ wide[i]
+                                for i, (n, end) in enumerate(zip(lengths, ends))]) if flat.size else torch.zeros(0)
+            if bias is not None:
+                scores = scores + bias[torch.from_numpy(np.repeat(np.arange(len(rows)), lengths))]
         return np.split(scores.numpy(), np.cumsum(lengths)[:-1]) if rows else []
 
 
