@@ -280,8 +280,7 @@ def main(argv: list[str] | None = None) -> None:
             path = OUT / f"{name}.json"
             results = json.loads(path.read_text())
             r = results["result"]
-            full = max((Plan.parse(s["plans"][0]) for s in r["systems"].values() if s["kind"] == "exhaustive"),
-                       key=lambda p: p.layer)[0].size
+            full = next(Plan.parse(s["plans"][0])[0].size for s in r["systems"].values() if s["kind"] == "exhaustive")
             r["summary"] = summarise(r["systems"], full, r["default_encoder"], r["budgets"],
                                      r.get("budgets_on_calibration_topics"))
             path.write_text(json.dumps(results, indent=2) + "\n")

@@ -49,7 +49,8 @@ from starbucks.corpus import iter_corpus
 from starbucks.model import BASE_MODEL_NAME, DEFAULT_MODEL_NAME, REPO_MODELS, StarbucksModel
 from starbucks.sizes import Size, diagonal
 from starbucks.topics import read_qrels, read_topics
-from training.adapt import AdaptSettings, TrainingSet, cached_pooled, model_sizes, train_adaptors, vectors_from_pooled
+from training.adapt import (AdaptSettings, TrainingSet, cached_pooled, model_sizes, train_adaptors, train_sizes,
+                            vectors_from_pooled)
 from training.build_data import holdout_path
 
 HERE = Path(__file__).resolve().parent
@@ -270,8 +271,8 @@ def ship(model: StarbucksModel, texts: Texts, selection: dict) -> None:
     name = selection["chosen"]
     settings = CANDIDATES[name]
     adaptors = load_candidate(name)
-    trained = sorted(Size.parse(s) for s in adaptors_sizes(model, settings))
-    config = dataclasses.replace(model.config, sizes=tuple(model_sizes(model, trained)), backbone=BASE_MODEL_NAME)
+    config = dataclasses.replace(model.config, sizes=tuple(model_sizes(model, train_sizes(model, settings))),
+                                 backbone=BASE_MODEL_NAME)
     tmp = SHIPPED.with_name(SHIPPED.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -280,17 +281,10 @@ def ship(model: StarbucksModel, texts: Texts, selection: dict) -> None:
     adaptors.spec.notes.update(recipe=f"experiments.training.default_adaptors ({name})")
     adaptors.save(tmp)
     (tmp / "README.md").write_text(card(selection, config, settings))
-    shutil.rmtree(SHIPPED / "onnx", ignore_errors=True)
-    if SHIPPED.exists():
+    if SHIPPED.exists():  # with its ONNX exports, which belong to the old maps
         shutil.rmtree(SHIPPED)
     tmp.replace(SHIPPED)
     check_end_to_end(model, adaptors, texts)
-
-
-def adaptors_sizes(model: StarbucksModel, settings: AdaptSettings) -> list[str]:
-    from training.adapt import train_sizes
-
-    return [str(s) for s in train_sizes(model, settings)]
 
 
 def check_end_to_end(model: StarbucksModel, adaptors: Adaptors, texts: Texts, count: int = 64) -> float:
