@@ -7,8 +7,8 @@
   corpus is cut into 255 steps, ``value ~ low + code * step``. A score is then
   ``q . low + (q * step) . code``, computed from the codes directly (a gather and a matrix product).
 
-Only the index's rerank sizes (``manifest.rerank``) are held; rescoring at a shortlist size reads its
-memory-mapped rows whatever the tier.
+Only the index's rerank sizes (``manifest.rerank``) are held, all of them unless the tier's text names
+some (``int8:6x384``); rescoring at a size the tier does not hold reads its memory-mapped rows.
 """
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ from typing import NamedTuple
 import numpy as np
 
 from starbucks.errors import StarbucksError
+from starbucks.tiers import RERANK_TIERS, parse_tier
 
-RERANK_TIERS = ("mmap", "float16", "int8")
+__all__ = ["RERANK_TIERS", "RerankTier", "Quantized", "check_tier", "quantize"]
 BLOCK = 65536
 
 
 def check_tier(tier) -> str:
-    """``tier`` if it names a rerank tier, else a one-line error naming it."""
-    if tier not in RERANK_TIERS:
-        raise StarbucksError(f"unknown rerank tier {tier!r}: choose one of {', '.join(RERANK_TIERS)}")
+    """``tier`` if it is a rerank tier's text (``int8``, ``int8:6x384``), else a one-line error naming it."""
+    parse_tier(tier)
     return tier
 
 
@@ -62,24 +62,34 @@ def quantize(matrix: np.ndarray, block: int = BLOCK) -> Quantized:
 class RerankTier:
     """The rerank sizes of one index held as a tier names them (``mmap`` holds nothing)."""
 
-    def __init__(self, index, kind: str = "mmap"):
-        self.kind = check_tier(kind)
+    def __init__(self, index, tier: str = "mmap"):
+        kind, sizes = parse_tier(tier)
+        rerank = index.manifest.rerank
+        missing = [str(s) for s in sizes or [] if s not in rerank]
+        if missing:
+            raise StarbucksError(f"rerank tier {tier!r}: {', '.join(missing)} is not a rerank size of {index.path} "
+                                 f"(its rerank sizes: {', '.join(map(str, rerank))})")
+        self.kind, self.name = kind, tier
+        self.sizes = [] if kind == "mmap" else list(sizes or rerank)
+        self.every = sizes is None  # holds every rerank size of its index
         self.held: dict = {}
-        for size in index.manifest.rerank:
+        for size in self.sizes:
             if kind == "float16":
                 self.held[size] = np.array(index.vectors[size])  # a copy in RAM
             elif kind == "int8":
                 self.held[size] = quantize(index.vectors[size])
 
     def check(self, index) -> None:
-        """A one-line error unless the tier holds exactly ``index``'s rerank sizes, one row per document."""
+        """A one-line error unless the tier holds the rerank sizes of ``index`` it names (every one unless it
+        names some), one row per document."""
         for size, held in self.held.items():
             rows = len(held.codes if isinstance(held, Quantized) else held)
             if size not in index.manifest.rerank or rows != len(index):
                 raise StarbucksError(f"this {self.kind} rerank tier holds {rows} rows of {size}, which does not "
                                      f"match {index.path} ({len(index)} documents, rerank sizes "
                                      f"{', '.join(map(str, index.manifest.rerank))})")
-        if set(self.held) != (set(index.manifest.rerank) if self.kind != "mmap" else set()):
+        if set(self.held) != set(self.sizes) or (self.every and self.kind != "mmap"
+                                                 and set(self.sizes) != set(index.manifest.rerank)):
             raise StarbucksError(f"this {self.kind} rerank tier was loaded for another index than {index.path}")
 
     @property
@@ -88,4 +98,4 @@ class RerankTier:
         return sum(int(m.nbytes) for m in self.held.values())
 
     def __repr__(self) -> str:
-        return f"RerankTier({self.kind!r}, {len(self.held)} sizes, {self.nbytes:,} bytes)"
+        return f"RerankTier({self.name!r}, {len(self.held)} sizes, {self.nbytes:,} bytes)"

@@ -47,7 +47,8 @@ class Searcher:
         on the query path (default: the available cores; pick 1 for the latency of single queries).
         ``rerank_tier``: where the rerank sizes' vectors live while rescoring: ``mmap`` (the memory-mapped
         files, read in row order), ``float16`` (copied into RAM) or ``int8`` (8-bit codes per dimension in
-        RAM, scored from the codes); see :mod:`indexes.tiers`. A loaded ``RerankTier`` of the same index
+        RAM, scored from the codes), each optionally with the sizes it holds (``int8:6x384``; other rerank
+        sizes are read from their files); see :mod:`indexes.tiers`. A loaded ``RerankTier`` of the same index
         can be passed instead, to share it among searchers."""
         check_encoder(encoder)
         if not isinstance(rerank_tier, RerankTier):
@@ -71,7 +72,7 @@ class Searcher:
             self.tier = rerank_tier
         else:
             self.tier = RerankTier(self.index, rerank_tier)
-        self.rerank_tier = self.tier.kind
+        self.rerank_tier = self.tier.name
         self._planner = None
         self._planner_lock = threading.Lock()
 

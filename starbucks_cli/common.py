@@ -12,7 +12,6 @@ from pathlib import Path
 from starbucks.errors import InputError, StarbucksError
 
 ENCODERS = ("auto", "torch", "onnx", "onnx-int8")  # as starbucks.encoder.ENCODERS (which imports torch)
-RERANK_TIERS = ("mmap", "float16", "int8")  # as indexes.tiers.RERANK_TIERS (which imports torch)
 
 
 def positive_int(text: str) -> int:
@@ -73,16 +72,17 @@ def check_index_args(args) -> None:
     (where the command has it) names a tier."""
     check_index_dir(args.index)
     check_model_arg(args)
-    tier = getattr(args, "rerank_tier", "mmap")
-    if tier not in RERANK_TIERS:  # the message of indexes.tiers.check_tier
-        raise StarbucksError(f"unknown rerank tier {tier!r}: choose one of {', '.join(RERANK_TIERS)}")
+    from starbucks.tiers import parse_tier
+
+    parse_tier(getattr(args, "rerank_tier", "mmap"))
 
 
 def add_rerank_tier_arg(p) -> None:
     p.add_argument("--rerank-tier", default="mmap", metavar="TIER",
                    help="where the rerank vectors live while rescoring: mmap (the memory-mapped files), float16 "
                         "(copied into RAM) or int8 (8-bit codes per dimension in RAM, half of float16's bytes; "
-                        "scores shift slightly) (default: %(default)s)")
+                        "scores shift slightly); float16 and int8 may name the sizes they hold, e.g. int8:6x384 "
+                        "(default: %(default)s)")
 
 
 def add_verify_arg(p) -> None:

@@ -118,7 +118,32 @@ def test_a_bad_tier_is_refused_in_one_line(index_path, tiny_model, capsys):
         RerankTier(Index(index_path), "int4")
     code = main(["search", str(index_path), "coffee", "--rerank-tier", "ram"])
     err = capsys.readouterr().err
-    assert code == 2 and err.strip() == "error: unknown rerank tier 'ram': choose one of mmap, float16, int8"
+    assert code == 2 and err.strip() == ("error: unknown rerank tier 'ram': choose one of mmap, float16, int8, "
+                                         "optionally with the sizes to hold, e.g. int8:6x384")
+    for bad, message in ((f"mmap:{FULL}", "the mmap tier holds nothing in RAM, so it takes no sizes"),
+                         ("int8:", "bad rerank tier 'int8:': no sizes"),
+                         ("int8:9xx", "bad rerank tier 'int8:9xx'"),
+                         (f"int8:{SHORT}", f"{SHORT} is not a rerank size of .* \\(its rerank sizes: {MID}, {FULL}\\)")):
+        with pytest.raises(StarbucksError, match=message) as e:
+            Searcher(index_path, model=tiny_model, encoder="torch", rerank_tier=bad)
+        assert "\n" not in str(e.value)
+
+
+def test_a_tier_naming_sizes_holds_only_those_and_reads_the_rest_from_the_map(searchers, tiny_model):
+    index = searchers["int8"].index
+    partial = Searcher(index, model=tiny_model, encoder="torch", rerank_tier=f"int8:{FULL}")
+    assert set(partial.tier.held) == {FULL} and partial.tier.nbytes == DOCS * FULL.dim + 8 * FULL.dim
+    assert partial.rerank_tier == f"int8:{FULL}" and searcher_key(partial) != searcher_key(searchers["int8"])
+    rows, q = [np.arange(0, DOCS, 7)], random_queries(1)
+    np.testing.assert_array_equal(index.rescore_batch(FULL, q, rows, partial.tier)[0],
+                                  index.rescore_batch(FULL, q, rows, searchers["int8"].tier)[0])
+    np.testing.assert_array_equal(index.rescore_batch(MID, q[:, : MID.dim], rows, partial.tier)[0],
+                                  index.rescore_batch(MID, q[:, : MID.dim], rows)[0])
+    plan = f"{SHORT}:300,{FULL}:10"  # rescored at the held size only: as the tier holding every size
+    a, b = (s.search_batch(QUERIES, k=10, budget=plan) for s in (partial, searchers["int8"]))
+    assert [x.docids for x in a] == [x.docids for x in b] and [x.scores for x in a] == [x.scores for x in b]
+    shared = Searcher(index, model=tiny_model, encoder="torch", rerank_tier=partial.tier)
+    assert shared.tier is partial.tier
 
 
 def test_cli_search_with_a_tier(index_path, tiny_model_dir, capsys):
@@ -140,13 +165,9 @@ def test_a_loaded_tier_is_shared_and_checked(searchers, tiny_model, tmp_path):
 
 
 def test_the_cli_refuses_a_bad_tier_before_loading_torch(index_path):
-    from starbucks_cli.common import RERANK_TIERS
-
-    from indexes.tiers import RERANK_TIERS as LIBRARY_TIERS
     from test_cli import torch_after
 
-    assert RERANK_TIERS == LIBRARY_TIERS
     status, torch_loaded, err = torch_after(["evaluate", str(index_path), "--topics", "t", "--qrels", "q",
                                              "--rerank-tier", "disk"])
     assert status == 2 and not torch_loaded
-    assert err.strip() == "error: unknown rerank tier 'disk': choose one of mmap, float16, int8"
+    assert err.strip().startswith("error: unknown rerank tier 'disk': choose one of mmap, float16, int8")
