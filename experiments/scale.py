@@ -30,6 +30,7 @@ computed block by block over the memory-mapped vectors, so it fits at 10M.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gc
 import json
@@ -48,7 +49,7 @@ from experiments import baselines, runtime
 from experiments.datasets import ROOT
 from experiments.synthetic import Generator, write_index
 from indexes import Index
-from indexes.faiss_index import HNSW_M, binary_index, fill_index, new_index
+from indexes.faiss_index import HNSW_M, binary_index, fill_index, new_index, param_values
 from indexes.tiers import RERANK_TIERS
 from retrieval import Plan, Searcher, Stage
 from retrieval.calibrate import Encoded, measure_plans
@@ -62,10 +63,28 @@ K = 10
 TARGET = 0.99
 BATCH = 32
 DEEP_KEEPS = (5000, 10000, 20000, 50000, 100000, 200000)
+DEEP_SEARCH = {"ef": (512, 1024), "nprobe": (128, 256, 512)}  # ANN search values beyond the planner's, for recall near 1
+DEEP_SEARCH_KEEPS = (1000, 2000, 5000, 10000, 20000)  # depths tried with them (an ANN search deeper than this is a scan)
 SHORTLIST_TYPES = ("flat", "hnsw", "ivfpq")  # float shortlist indexes the cascades are measured with
 BINARY_TYPES = ("flat", "hnsw", "ivf")  # binary shortlist indexes
 RUN_ONLY = "torch"  # the encoder of searchers that only run plans from encoded vectors (no ONNX session to load)
 MEMORY_SHARE = 0.8  # a baseline is built only if its computed size fits in this share of the available memory
+BUILD_THREADS: int | None = None  # FAISS threads while an index is built (--build-threads); searches keep --threads
+SEARCH_THREADS: int | None = None
+
+
+@contextlib.contextmanager
+def building():
+    """FAISS with ``BUILD_THREADS`` threads for the block (an index build), then ``SEARCH_THREADS`` again."""
+    import faiss
+
+    if BUILD_THREADS:
+        faiss.omp_set_num_threads(BUILD_THREADS)
+    try:
+        yield
+    finally:
+        if BUILD_THREADS:
+            faiss.omp_set_num_threads(SEARCH_THREADS or os.cpu_count() or 1)
 
 
 def truth(index: Index, vectors: np.ndarray, qids: list[str]) -> dict[str, dict[str, int]]:
@@ -81,14 +100,24 @@ def grid(searcher: Searcher, encoded: Encoded, qids: list[str], qrels, binary: b
     index = searcher.index
     full, n = index.sizes[-1], len(index)
     plans = [p for p in Planner(index, None).candidates(K) if len(p) > 1 and not p[0].sparse and p[0].binary == binary]
-    for start in (s for s in first_stages(index) if s.binary == binary):
+    starts = [(s, DEEP_KEEPS) for s in first_stages(index) if s.binary == binary]
+    starts += [(s, DEEP_SEARCH_KEEPS) for s in deeper_stages(index, binary)]
+    for start, keeps in starts:
         first = start.size
-        for keep in (k for k in DEEP_KEEPS if k < n):
+        for keep in (k for k in keeps if k < n):
             plans.append(Plan([start._replace(keep=keep), Stage(full, K)]))
             plans += [Plan([start._replace(keep=keep), Stage(mid, m), Stage(full, K)]) for mid in index.sizes
                       if first < mid < full and mid.layer >= first.layer and mid.dim >= first.dim for m in (1000, 2000)]
     (recall,) = parse_measures([f"R@{K}"])
     return measure_plans(searcher, plans, encoded, qids, qrels, recall, K)
+
+
+def deeper_stages(index: Index, binary: bool) -> list[Stage]:
+    """First stages over the index's ANN shortlists (float, or with ``binary`` its sign-bit ones) searched
+    more deeply than the planner tries (``DEEP_SEARCH``): at scale, recall near 1 needs them."""
+    built = getattr(index, "binary", {}) if binary else index.shortlist
+    return [Stage(size, 1, param=p, binary=binary) for size in sorted(built)
+            for p in param_values(built[size], DEEP_SEARCH)]
 
 
 def rss_bytes() -> int:
@@ -200,14 +229,15 @@ def variant(index: Index, kind: str, binary_sizes: list) -> tuple[Index, float]:
     ``binary_sizes``. The vectors stay shared. Returns it and its build seconds."""
     other = copy.copy(index)
     t = time.perf_counter()
-    if kind.startswith("binary-"):
-        other.binary = {s: binary_index(index.vectors[s], kind[len("binary-"):]) for s in binary_sizes}
-    elif kind != "flat":
-        other.shortlist = {}
-        for s in index.manifest.shortlist:
-            built = new_index(kind, s.dim, len(index))
-            fill_index(built, index.vectors[s])
-            other.shortlist[s] = built
+    with building():
+        if kind.startswith("binary-"):
+            other.binary = {s: binary_index(index.vectors[s], kind[len("binary-"):]) for s in binary_sizes}
+        elif kind != "flat":
+            other.shortlist = {}
+            for s in index.manifest.shortlist:
+                built = new_index(kind, s.dim, len(index))
+                fill_index(built, index.vectors[s])
+                other.shortlist[s] = built
     return other, time.perf_counter() - t
 
 
@@ -239,12 +269,13 @@ def rerank_bytes(plan: Plan) -> float:
 
 
 def cascades(searcher: Searcher, encoded: Encoded, qids: list[str], qrels, truth_rows: list[set],
-             kinds: list[str], binary_sizes: list, written_s: float) -> tuple[dict, dict, Index]:
+             kinds: list[str], binary_sizes: list, written_s: float) -> tuple[dict, dict, dict[str, Index], Index]:
     """For each kind of shortlist, the cheapest cascade of its grid reaching the target (else the best):
-    timed from query vectors, with its build time and RSS growth. Returns (systems, grids, the index
-    variant of the fastest of them: the one reaching the target, else the one with the best recall)."""
+    timed from query vectors, with its build time and RSS growth. Returns (systems, grids, each kind's
+    index variant, the variant of the fastest of them: the one reaching the target, else the one with
+    the best recall)."""
     index, n = searcher.index, len(searcher.index)
-    out, grids, best = {}, {}, None
+    out, grids, variants, best = {}, {}, {}, None
     for kind in kinds:
         print(f"   cascades with {kind} shortlists", flush=True)
         drop_cache(list(index.vectors.values()), page_cache=False)  # RSS growth counts the pages its searches map
@@ -264,10 +295,11 @@ def cascades(searcher: Searcher, encoded: Encoded, qids: list[str], qrels, truth
         row = with_end_to_end(row, float(np.mean(encoded.encode_ms[plan.layer])), build_s, resident.grown, n)
         out[f"{what}: {plan}"] = {**row, "plan": str(plan), "kind": kind}
         grids[kind] = [p.to_dict() for p in points]
+        variants[kind] = other
         if best is None or _better(row, best[0]):
             best = (row, other)
         del other, kind_searcher
-    return out, grids, best[1]
+    return out, grids, variants, best[1]
 
 
 def _better(a: dict, b: dict) -> bool:
@@ -278,7 +310,8 @@ def _better(a: dict, b: dict) -> bool:
     return a["single"]["ms"] < b["single"]["ms"] if ra else a["single"]["recall@10"] > b["single"]["recall@10"]
 
 
-def tiers(searcher: Searcher, index: Index, plan: Plan, encoded: Encoded, truth_rows: list[set]) -> dict:
+def tiers(searcher: Searcher, index: Index, plan: Plan, encoded: Encoded, truth_rows: list[set],
+          which: tuple[str, ...] = RERANK_TIERS, cold: bool = True) -> dict:
     """One cascade with its rerank tier memory-mapped (warm and cold), in RAM as float16 and as int8 (a RAM
     tier holds every rerank size of the index, and its computed bytes count them all). The shortlist index
     exists already: a tier's RSS growth is the tier's own (its arrays, or the pages of the memory map its
@@ -286,8 +319,8 @@ def tiers(searcher: Searcher, index: Index, plan: Plan, encoded: Encoded, truth_
     n, out = len(index), {}
     files = [index.vectors[s] for s in set(plan.sizes)]
     encode_ms = float(np.mean(encoded.encode_ms[plan.layer]))
-    for tier in RERANK_TIERS:
-        for cold in ((False, True) if tier == "mmap" else (False,)):
+    for tier in which:
+        for cold in ((False, True) if tier == "mmap" and cold else (False,)):
             drop_cache(files, page_cache=cold)  # warm: only unmapped, so RSS growth counts the pages searches touch
             with Resident() as resident:
                 t = time.perf_counter()
@@ -332,8 +365,9 @@ def baseline_systems(index: Index, vectors: dict, truth_rows: list[set], scan_qu
     else:
         with Resident() as resident:
             t = time.perf_counter()
-            flat = faiss.IndexFlatIP(full.dim)
-            fill_index(flat, matrix)
+            with building():
+                flat = faiss.IndexFlatIP(full.dim)
+                fill_index(flat, matrix)
             build_s = time.perf_counter() - t
             row = faiss_system(flat, vectors[full], truth_rows, n, "float32 vectors in RAM")
         out[name] = with_end_to_end(row, encode_ms, build_s, resident.grown, n)
@@ -353,7 +387,8 @@ def baseline_systems(index: Index, vectors: dict, truth_rows: list[set], scan_qu
         build = getattr(baselines, kind)
         with Resident() as resident:
             t = time.perf_counter()
-            built = build(matrix)
+            with building():
+                built = build(matrix)
             build_s = time.perf_counter() - t
             rows = [{"name": name, **faiss_system(built, vectors[full], truth_rows, n, f"built in {build_s:.0f} s",
                                                   params)}
@@ -363,6 +398,69 @@ def baseline_systems(index: Index, vectors: dict, truth_rows: list[set], scan_qu
         out[best["name"]] = {**best, "sweep": rows}
         del built
     return out
+
+
+HNSW_LATENCY = 1.5  # the cascade may take this many times HNSW32's latency ...
+HNSW_BYTES = 1 / 3  # ... holding at most this share of its resident bytes per document
+
+
+def against_hnsw(searcher: Searcher, variants: dict[str, Index], grids: dict, encoded: Encoded,
+                 truth_rows: list[set], systems: dict) -> dict | None:
+    """HNSW32 over full-size vectors at its best recall (over the efSearch sweep) against, for each kind of
+    shortlist, the fastest cascade of its grid at that recall or better, timed with its rerank tier
+    memory-mapped (warm) and with the sizes it rescores in RAM as int8 codes. A cascade's resident bytes per document are its
+    shortlist index's (serialised size) plus the tier's RSS growth (for the memory map: the pages its
+    searches touched). Met when a cascade at HNSW32's recall or better is within ``HNSW_LATENCY`` of its
+    latency and holds at most ``HNSW_BYTES`` of its RSS per document. None without an HNSW32 baseline."""
+    hnsw = next((s for name, s in systems.items() if name.startswith("HNSW32") and "sweep" in s), None)
+    if hnsw is None:
+        return None
+    point = max(hnsw["sweep"], key=lambda r: (r["single"]["recall@10"], -r["single"]["ms"]))
+    recall, n = point["single"]["recall@10"], len(searcher.index)
+    reference = {"system": point["name"], "recall@10": recall, "ms": point["single"]["ms"],
+                 "rss_bytes_per_doc": point["rss_bytes_per_doc"], "ram_bytes_per_doc": point["ram_bytes_per_doc"]}
+    rows = []
+    for kind, points in grids.items():
+        ok = [p for p in points if p["effectiveness"] >= recall]
+        if not ok:
+            rows.append({"kind": kind, "reached": False,
+                         "best_recall@10": max(p["effectiveness"] for p in points)})
+            continue
+        plan = Plan.parse(min(ok, key=lambda p: p["ms"])["plan"])
+        print(f"   against HNSW32: {kind} {plan}", flush=True)
+        shortlist = shortlist_bytes(variants[kind], plan) / n
+        held = sorted(set(plan.sizes[1:]) & set(searcher.index.manifest.rerank))  # int8 holds only what it rescores
+        which = ("mmap", f"int8:{','.join(map(str, held))}") if held else ("mmap",)
+        for name, row in tiers(searcher, variants[kind], plan, encoded, truth_rows, which, False).items():
+            resident = shortlist + row["rss_bytes_per_doc"]
+            one = row["single"]
+            rows.append({"kind": kind, "reached": True, "plan": str(plan), "tier": name.split(":")[0],
+                         "recall@10": one["recall@10"], "ms": one["ms"],
+                         "ram_bytes_per_doc": row["ram_bytes_per_doc"], "resident_bytes_per_doc": resident,
+                         "latency_ratio": one["ms"] / reference["ms"],
+                         "bytes_ratio": resident / reference["rss_bytes_per_doc"],
+                         "met": (one["recall@10"] >= recall and one["ms"] <= HNSW_LATENCY * reference["ms"]
+                                 and resident <= HNSW_BYTES * reference["rss_bytes_per_doc"])})
+    return {"hnsw32": reference, "latency_bound": HNSW_LATENCY, "bytes_bound": HNSW_BYTES, "cascades": rows,
+            "met": any(r.get("met") for r in rows)}
+
+
+def against_table(found: dict) -> str:
+    ref = found["hnsw32"]
+    lines = [f"Against {ref['system']} (recall@10 {ref['recall@10']:.3f} at {ref['ms']:.2f} ms, "
+             f"{ref['rss_bytes_per_doc']:.0f} RSS bytes/doc): target within {found['latency_bound']}x its latency "
+             f"at {found['bytes_bound']:.2f} of its bytes, at its recall or better: "
+             f"{'met' if found['met'] else 'not met'}.", "",
+             "| shortlist | plan | rerank tier | recall@10 | ms | x HNSW32 ms | resident bytes/doc | x HNSW32 bytes | met |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in found["cascades"]:
+        if not r["reached"]:
+            lines.append(f"| {r['kind']} | no plan of its grid reaches it (best {r['best_recall@10']:.3f}) | | | | | | | no |")
+            continue
+        lines.append(f"| {r['kind']} | `{r['plan']}` | {r['tier']} | {r['recall@10']:.3f} | {r['ms']:.2f} | "
+                     f"{r['latency_ratio']:.2f} | {r['resident_bytes_per_doc']:.0f} | {r['bytes_ratio']:.2f} | "
+                     f"{'yes' if r['met'] else 'no'} |")
+    return "\n".join(lines)
 
 
 def realism(real: Index, generator: Generator, model, topics: dict, scratch: Path, threads: int | None) -> dict:
@@ -404,7 +502,7 @@ def run_size(n: int, generator: Generator, real: Index, model, topics: dict, sho
     truth_rows = [{int(d[1:]) for d in qrels[q]} for q in qids]
     binary_sizes = parse_sizes(args.binary) if args.binary else [full]
     kinds = [*args.shortlist_types, *(f"binary-{k}" for k in args.binary_types)]
-    systems, grids, best_index = cascades(searcher, encoded, qids, qrels, truth_rows, kinds, binary_sizes, written_s)
+    systems, grids, variants, best_index = cascades(searcher, encoded, qids, qrels, truth_rows, kinds, binary_sizes, written_s)
     best = next(s for s in systems.values() if not any(_better(o, s) for o in systems.values()))
     plan = Plan.parse(best["plan"])
     profiled = profile(runner(searcher, best_index), plan, encoded)
@@ -413,6 +511,8 @@ def run_size(n: int, generator: Generator, real: Index, model, topics: dict, sho
     full_encode_ms = float(np.mean(encoded.encode_ms[full.layer]))
     systems.update(baseline_systems(index, encoded.vectors, truth_rows, args.scan_queries, args.baselines,
                                     full_encode_ms))
+    against = against_hnsw(searcher, variants, grids, encoded, truth_rows, systems)
+    del variants
     result = {
         "documents": n, "written_s": written_s, "written_rss_bytes_per_doc": written.grown / n,
         "disk_bytes_per_doc": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / n,
@@ -420,6 +520,7 @@ def run_size(n: int, generator: Generator, real: Index, model, topics: dict, sho
         "cascade_grids": grids, "chosen": str(plan),
         "chosen_profile_ms": profiled,
         "systems": systems,
+        "against_hnsw32": against,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if not args.keep:
@@ -498,6 +599,8 @@ def main() -> None:
                    help="FAISS baselines to build over full-size vectors (default: both; building HNSW over 1M "
                         "vectors takes about half an hour on one thread)")
     p.add_argument("--threads", type=int, help="torch and FAISS threads (default: all cores)")
+    p.add_argument("--build-threads", type=int,
+                   help="FAISS threads while indexes are built (default: --threads); searches are timed with --threads")
     p.add_argument("--scratch", type=Path, default=ROOT / "experiments" / "indexes" / "scale", help="where synthetic indexes go")
     p.add_argument("--keep", action="store_true", help="keep the synthetic indexes")
     p.add_argument("--tag", default="default")
@@ -506,6 +609,8 @@ def main() -> None:
     if not args.shortlist_types and not args.binary_types:
         p.error("measure at least one kind of shortlist: --shortlist-types or --binary-types")
     runtime.setup(args.threads)
+    global BUILD_THREADS, SEARCH_THREADS
+    BUILD_THREADS, SEARCH_THREADS = args.build_threads, args.threads
     args.out.mkdir(parents=True, exist_ok=True)
     args.scratch.mkdir(parents=True, exist_ok=True)
     real = Index(args.fit_index)
@@ -545,7 +650,9 @@ def main() -> None:
             *([f"![latency against recall]({plotted.name})", ""] if plotted else []),
             *(f"Where the time of {size['chosen']} goes at {size['documents']:,} documents (ms/query): "
               f"{json.dumps({k: round(v, 2) for k, v in size['chosen_profile_ms'].items()})}; "
-              f"encoding a query: {json.dumps(size['encode_ms'])} ms." for size in result["sizes"]), ""]))
+              f"encoding a query: {json.dumps(size['encode_ms'])} ms." for size in result["sizes"]), "",
+            *(f"{size['documents']:,} documents. {against_table(size['against_hnsw32'])}\n"
+              for size in result["sizes"] if size.get("against_hnsw32"))]))
 
 
 if __name__ == "__main__":
