@@ -150,8 +150,9 @@ def build_index(
     ``vectors``: build from precomputed vectors instead of a corpus (pass ``corpus=None``): a folder with
     ``docids.txt`` and ``LxD.npy`` for every stored size, as ``Encoder.encode_passages`` returns them for
     ``model`` (see :mod:`indexes.vectors`); the same resume, lock and atomic finish as from text.
-    ``ray``: encode shards of the corpus on a Ray cluster (``""``: a local one; else its address), then
-    build from their vectors (see :mod:`indexes.ray_build`).
+    ``ray``: encode shards of the corpus on a Ray cluster (``""``: a local one, with ``threads`` CPUs; else
+    its address), one thread per task, then build from their vectors (see :mod:`indexes.ray_build`); empty
+    documents and ``bm25`` are handled as in a single-process build.
 
     Nothing is written before the first chunk of vectors is: a build that fails on its input
     leaves no ``OUT.partial`` behind. Two builds of one ``out`` at once: the second is refused.
@@ -181,8 +182,8 @@ def build_index(
     if ray is not None:
         from indexes.ray_build import import_ray
 
-        if vectors is not None or bm25:
-            raise StarbucksError("a Ray build encodes a corpus, without --bm25 (build BM25 from the text separately)")
+        if vectors is not None:
+            raise StarbucksError("a Ray build encodes a corpus: it takes no vectors folder")
         import_ray()
     with build_lock(out):
         return _build(source, out, model, shortlist, rerank, index_type, chunk_size, batch_size, overwrite,
@@ -237,10 +238,9 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
     if ray is not None:
         from indexes.ray_build import encode_on_ray
 
-        shards = encode_on_ray(ray, source, work, state, spec, encoder, batch_size, sizes, chunk_size, empty_docs,
-                               progress)
+        shards, empty = encode_on_ray(ray, source, work, state, spec, encoder, batch_size, sizes, chunk_size,
+                                      empty_docs, progress, threads)
         num_docs, corpus_fp = _copy_vector_chunks(shards, work, state, sizes, chunk_size, progress)
-        empty = []
     elif from_vectors:
         num_docs, corpus_fp = _copy_vector_chunks(source, work, state, sizes, chunk_size, progress)
         empty = []

@@ -5,8 +5,12 @@ or one GPU where the cluster has them); a worker encodes a shard chunk by chunk,
 single-process build encodes its chunks, so the vectors are the same. Each finished shard is
 written atomically to ``OUT.partial/ray/`` with a hash of its documents: rerun, the build skips
 finished shards (after checking the corpus still matches them). The shards are then concatenated
-into ``OUT.partial/ray/vectors/`` (``docids.txt`` and ``LxD.npy``) and built into the index as
-``--vectors`` builds one, with its resume, atomic finish and manifest.
+into ``OUT.partial/ray/vectors/`` (``docids.txt``, ``LxD.npy``, and ``empty.txt``: the ids of documents
+with no text, for the manifest) and built into the index as ``--vectors`` builds one, with its resume,
+atomic finish and manifest.
+
+Each task takes one CPU and encodes with one thread, so workers never oversubscribe a machine; a local
+Ray started here gets ``threads`` CPUs (default: every core).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from starbucks.errors import InputError, StarbucksError
 
 SHARD_CHUNKS = 8  # chunks a Ray task encodes
 STATE = "state.json"
+EMPTY = "empty.txt"  # in the vectors folder: ids of the documents with no text, one a line
 
 
 def import_ray():
@@ -47,7 +52,7 @@ def _encode_shard(model, encoder, batch_size, sizes, chunks):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         loaded = model if isinstance(model, StarbucksModel) else StarbucksModel.load(model, device=device)
         _cached.clear()
-        _cached[key] = make_encoder(loaded, encoder, batch_size=batch_size)
+        _cached[key] = make_encoder(loaded, encoder, 1, batch_size=batch_size)  # the task holds one CPU
         _cached[key].quiet_truncation = True
     enc = _cached[key]
     parts = [enc.encode_passages(texts, sizes) for texts in chunks]
@@ -55,8 +60,9 @@ def _encode_shard(model, encoder, batch_size, sizes, chunks):
 
 
 def encode_on_ray(address, source, work: Path, state: dict, model, encoder: str, batch_size: int, sizes,
-                  chunk_size: int, empty_docs: str, progress: bool) -> Path:
-    """Encode ``source`` on Ray into ``work/ray``; the vectors folder that holds the result."""
+                  chunk_size: int, empty_docs: str, progress: bool, threads: int | None = None) -> tuple[Path, list[str]]:
+    """Encode ``source`` on Ray into ``work/ray``: the vectors folder that holds the result, and the ids of
+    the documents with no text (indexed or skipped as ``empty_docs`` says)."""
     ray = import_ray()
     folder = work / "ray"
     vectors = folder / "vectors"
@@ -64,13 +70,14 @@ def encode_on_ray(address, source, work: Path, state: dict, model, encoder: str,
         raise StarbucksError(f"{work} holds an interrupted Ray build with other settings; rerun it with the same "
                              f"settings to resume, or delete {work} to start over")
     if (vectors / "done").is_file():
-        return vectors
+        return vectors, read_empty(vectors)
     started = not ray.is_initialized()
-    if started:  # a local Ray uses every core; an address joins that cluster
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
+    if started:  # a local Ray gets ``threads`` CPUs (default: every core); an address joins that cluster
+        local = {"num_cpus": threads} if threads and not address else {}
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=False, **local)
     try:
-        return _encode(ray, source, folder, work, state, model, encoder, batch_size, sizes, chunk_size, empty_docs,
-                       progress)
+        _encode(ray, source, folder, work, state, model, encoder, batch_size, sizes, chunk_size, empty_docs, progress)
+        return vectors, read_empty(vectors)
     finally:
         if started:
             ray.shutdown()
@@ -88,6 +95,7 @@ def _encode(ray, source, folder, work, state, model, encoder, batch_size, sizes,
     in_flight: dict = {}
     limit = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     seen = DocidSet()
+    empty: list[str] = []
     shard_docs = SHARD_CHUNKS * chunk_size
     shards: list[Path] = []
     bar = tqdm(total=count_docs(source), unit="doc", desc="encoding on Ray", disable=not progress)
@@ -104,6 +112,7 @@ def _encode(ray, source, folder, work, state, model, encoder, batch_size, sizes,
         at = seen.add([d.docid for d in docs])
         if at is not None:
             raise InputError(f"duplicate document id {docs[at].docid!r}", source, docs[at].line)
+        empty.extend(d.docid for d in docs if not d.text)
         kept = [d for d in docs if d.text or empty_docs == "index"]
         if not kept:
             return
@@ -138,12 +147,18 @@ def _encode(ray, source, folder, work, state, model, encoder, batch_size, sizes,
     bar.close()
     if not shards:
         raise InputError("corpus is empty" if seen.count == 0 else "every document of the corpus is empty", source)
-    _concatenate(shards, vectors, sizes)
-    return vectors
+    _concatenate(shards, vectors, sizes, empty)
 
 
-def _concatenate(shards: list[Path], vectors: Path, sizes) -> None:
-    """``vectors/docids.txt`` and ``vectors/LxD.npy`` from the shards, one shard in memory at a time."""
+def read_empty(vectors: Path) -> list[str]:
+    """The ids of the documents with no text a finished Ray encoding saw."""
+    text = (vectors / EMPTY).read_text(encoding="utf-8") if (vectors / EMPTY).is_file() else ""
+    return text.splitlines()
+
+
+def _concatenate(shards: list[Path], vectors: Path, sizes, empty: list[str]) -> None:
+    """``vectors/docids.txt``, ``vectors/LxD.npy`` and ``vectors/empty.txt`` from the shards, one shard in
+    memory at a time."""
     counts = []
     for path in shards:
         with np.load(path) as z:
@@ -162,4 +177,5 @@ def _concatenate(shards: list[Path], vectors: Path, sizes) -> None:
     for m in matrices.values():
         m.flush()
     del matrices
+    atomic_write(vectors / EMPTY, lambda f: f.writelines(f"{d}\n".encode() for d in empty))
     atomic_write(vectors / "done", lambda f: f.write(b"1\n"))

@@ -59,8 +59,8 @@ def check(args) -> None:
     if args.ray is not None:
         import importlib.util
 
-        if args.vectors is not None or args.bm25:
-            raise StarbucksError("--ray encodes a corpus: it takes no --vectors or --bm25")
+        if args.vectors is not None:
+            raise StarbucksError("--ray encodes a corpus: it takes no --vectors")
         if importlib.util.find_spec("ray") is None:
             raise StarbucksError("--ray needs Ray: install the ray extra (pip install 'starbucks-retrieval[ray]')")
     if args.binary_index != "flat" and not args.binary:
