@@ -49,7 +49,7 @@ from experiments import baselines, runtime
 from experiments.datasets import ROOT
 from experiments.synthetic import Generator, write_index
 from indexes import Index
-from indexes.faiss_index import HNSW_M, binary_index, fill_index, new_index, param_values
+from indexes.faiss_index import HNSW_M, binary_index, fill_index, new_index, param_name, param_values
 from indexes.tiers import RERANK_TIERS
 from retrieval import Plan, Searcher, Stage
 from retrieval.calibrate import Encoded, measure_plans
@@ -100,7 +100,7 @@ def grid(searcher: Searcher, encoded: Encoded, qids: list[str], qrels, binary: b
     index = searcher.index
     full, n = index.sizes[-1], len(index)
     plans = [p for p in Planner(index, None).candidates(K) if len(p) > 1 and not p[0].sparse and p[0].binary == binary]
-    starts = [(s, DEEP_KEEPS) for s in first_stages(index) if s.binary == binary]
+    starts = [(s, DEEP_SEARCH_KEEPS if ann(index, s) else DEEP_KEEPS) for s in first_stages(index) if s.binary == binary]
     starts += [(s, DEEP_SEARCH_KEEPS) for s in deeper_stages(index, binary)]
     for start, keeps in starts:
         first = start.size
@@ -110,6 +110,12 @@ def grid(searcher: Searcher, encoded: Encoded, qids: list[str], qrels, binary: b
                       if first < mid < full and mid.layer >= first.layer and mid.dim >= first.dim for m in (1000, 2000)]
     (recall,) = parse_measures([f"R@{K}"])
     return measure_plans(searcher, plans, encoded, qids, qrels, recall, K)
+
+
+def ann(index: Index, stage: Stage) -> bool:
+    """Whether a first stage searches an HNSW or IVF index (a graph asked for 200,000 neighbours walks them all)."""
+    built = (getattr(index, "binary", {}) if stage.binary else index.shortlist).get(stage.size)
+    return built is not None and param_name(built) is not None
 
 
 def deeper_stages(index: Index, binary: bool) -> list[Stage]:
@@ -311,16 +317,17 @@ def _better(a: dict, b: dict) -> bool:
 
 
 def tiers(searcher: Searcher, index: Index, plan: Plan, encoded: Encoded, truth_rows: list[set],
-          which: tuple[str, ...] = RERANK_TIERS, cold: bool = True) -> dict:
-    """One cascade with its rerank tier memory-mapped (warm and cold), in RAM as float16 and as int8 (a RAM
-    tier holds every rerank size of the index, and its computed bytes count them all). The shortlist index
+          kinds: tuple[str, ...] = RERANK_TIERS, with_cold: bool = True) -> dict:
+    """One cascade with its rerank tier memory-mapped (warm and, ``with_cold``, cold), in RAM as float16
+    and as int8 (a RAM tier holds the rerank sizes the plan rescores: ``int8:6x384``). The shortlist index
     exists already: a tier's RSS growth is the tier's own (its arrays, or the pages of the memory map its
     searches touch)."""
     n, out = len(index), {}
     files = [index.vectors[s] for s in set(plan.sizes)]
     encode_ms = float(np.mean(encoded.encode_ms[plan.layer]))
-    for tier in which:
-        for cold in ((False, True) if tier == "mmap" and cold else (False,)):
+    held = ",".join(map(str, sorted(set(plan.sizes[1:]) & set(index.manifest.rerank))))
+    for tier in (k if k == "mmap" else f"{k}:{held}" for k in kinds if k == "mmap" or held):
+        for cold in ((False, True) if tier == "mmap" and with_cold else (False,)):
             drop_cache(files, page_cache=cold)  # warm: only unmapped, so RSS growth counts the pages searches touch
             with Resident() as resident:
                 t = time.perf_counter()
@@ -335,7 +342,8 @@ def tiers(searcher: Searcher, index: Index, plan: Plan, encoded: Encoded, truth_
                                f"rerank tier {tier}" + (": page cache dropped before each timed block" if cold else ""),
                                (lambda: drop_cache(files)) if cold else None)
             name = f"rerank tier {tier}{' cold' if cold else (' warm' if tier == 'mmap' else '')}: {plan}"
-            out[name] = {**with_end_to_end(row, encode_ms, build_s, resident.grown, n), "plan": str(plan)}
+            out[name] = {**with_end_to_end(row, encode_ms, build_s, resident.grown, n), "plan": str(plan),
+                         "tier": tier + (" warm" if tier == "mmap" and not cold else "") + (" cold" if cold else "")}
             del tiered
     return out
 
@@ -429,12 +437,10 @@ def against_hnsw(searcher: Searcher, variants: dict[str, Index], grids: dict, en
         plan = Plan.parse(min(ok, key=lambda p: p["ms"])["plan"])
         print(f"   against HNSW32: {kind} {plan}", flush=True)
         shortlist = shortlist_bytes(variants[kind], plan) / n
-        held = sorted(set(plan.sizes[1:]) & set(searcher.index.manifest.rerank))  # int8 holds only what it rescores
-        which = ("mmap", f"int8:{','.join(map(str, held))}") if held else ("mmap",)
-        for name, row in tiers(searcher, variants[kind], plan, encoded, truth_rows, which, False).items():
+        for name, row in tiers(searcher, variants[kind], plan, encoded, truth_rows, ("mmap", "int8"), False).items():
             resident = shortlist + row["rss_bytes_per_doc"]
             one = row["single"]
-            rows.append({"kind": kind, "reached": True, "plan": str(plan), "tier": name.split(":")[0],
+            rows.append({"kind": kind, "reached": True, "plan": str(plan), "tier": row["tier"],
                          "recall@10": one["recall@10"], "ms": one["ms"],
                          "ram_bytes_per_doc": row["ram_bytes_per_doc"], "resident_bytes_per_doc": resident,
                          "latency_ratio": one["ms"] / reference["ms"],
@@ -491,7 +497,7 @@ def run_size(n: int, generator: Generator, real: Index, model, topics: dict, sho
     shutil.rmtree(folder, ignore_errors=True)
     with Resident() as written:
         t = time.perf_counter()
-        write_index(generator, real, folder, n, shortlist)
+        write_index(generator, real, folder, n, shortlist, sizes=parse_sizes(args.sizes) if args.sizes else None)
         written_s = time.perf_counter() - t
         searcher = Searcher(folder, model=model, threads=args.threads)
     qids = list(topics)
@@ -589,7 +595,10 @@ def main() -> None:
     p.add_argument("--docs", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--clusters", type=int, nargs="+", default=[64, 256, 1024],
                    help="generator mixture sizes to check; the one whose recall agrees best is used (default: %(default)s)")
-    p.add_argument("--shortlist", default="6x32", help="sizes given a FAISS index in the synthetic indexes (default: %(default)s)")
+    p.add_argument("--shortlist", default="6x32",
+                   help="sizes given a FAISS index in the synthetic indexes, or none (default: %(default)s)")
+    p.add_argument("--sizes", help="sizes the synthetic indexes store besides the shortlist sizes, e.g. 6x384 "
+                                   "(default: every size of --fit-index)")
     p.add_argument("--shortlist-types", nargs="*", default=list(SHORTLIST_TYPES), choices=SHORTLIST_TYPES,
                    help="FAISS index types of the float shortlists the cascades are measured with (default: all)")
     p.add_argument("--binary", help="sizes whose sign bits get binary shortlists (default: the full size)")
@@ -606,6 +615,8 @@ def main() -> None:
     p.add_argument("--tag", default="default")
     p.add_argument("--out", type=Path, default=HERE / "results" / "scale")
     args = p.parse_args()
+    if args.shortlist == "none" and args.shortlist_types:
+        p.error("--shortlist none stores no float shortlist: give --shortlist-types with no types")
     if not args.shortlist_types and not args.binary_types:
         p.error("measure at least one kind of shortlist: --shortlist-types or --binary-types")
     runtime.setup(args.threads)
@@ -635,7 +646,8 @@ def main() -> None:
     result["sizes"] = []
     for n in args.docs:
         print(f"== {n:,} documents", flush=True)
-        result["sizes"].append(run_size(n, generator, real, model, topics, parse_sizes(args.shortlist), args))
+        shortlist = [] if args.shortlist == "none" else parse_sizes(args.shortlist)
+        result["sizes"].append(run_size(n, generator, real, model, topics, shortlist, args))
         result["load_average_after"] = runtime.machine(args.threads)["load_average"]
         (args.out / f"{args.tag}.json").write_text(json.dumps(result, indent=2) + "\n")
         plotted = plot(result, args.out / f"{args.tag}.png")

@@ -69,17 +69,27 @@ class Generator:
                           index.manifest.model_config.get("similarity") == "cosine")
         return cls(sizes, layers, kmeans.centroids.copy(), weights, np.linalg.cholesky(cov), normalized)
 
-    def draw(self, n: int, seed: int = 1, block: int = BLOCK) -> Iterator[dict[Size, np.ndarray]]:
-        """``n`` documents in blocks: one float16 matrix per size."""
+    def draw(self, n: int, seed: int = 1, block: int = BLOCK,
+             sizes: list[Size] | None = None) -> Iterator[dict[Size, np.ndarray]]:
+        """``n`` documents in blocks: one float16 matrix per size (``sizes``: only those; the values are
+        the same, up to float rounding, as when every size is drawn; only their layers' blocks are computed)."""
         rng = np.random.default_rng(seed)
+        sizes = self.sizes if sizes is None else sizes
         starts = np.cumsum([0] + [s.dim for s in self.layers])
-        offset = {s.layer: int(start) for s, start in zip(self.layers, starts)}
+        needed = sorted({s.layer for s in sizes})
+        cols = np.concatenate([np.arange(starts[i], starts[i] + s.dim) for i, s in enumerate(self.layers)
+                               if s.layer in needed])
+        offset, at = {}, 0  # where each needed layer's block starts among the computed columns
+        for s in self.layers:
+            if s.layer in needed:
+                offset[s.layer], at = at, at + s.dim
+        centroids, noise = self.centroids[:, cols], np.ascontiguousarray(self.noise[cols].T)
         for start in range(0, n, block):
             m = min(block, n - start)
             which = rng.choice(len(self.weights), size=m, p=self.weights)
-            x = self.centroids[which] + rng.standard_normal((m, self.noise.shape[0]), dtype=np.float32) @ self.noise.T
+            x = centroids[which] + rng.standard_normal((m, self.noise.shape[0]), dtype=np.float32) @ noise
             out = {}
-            for s in self.sizes:
+            for s in sizes:
                 v = x[:, offset[s.layer] : offset[s.layer] + s.dim]
                 if self.normalized:
                     v = v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -94,16 +104,21 @@ class Generator:
 
 
 def write_index(generator: Generator, like: Index, out: Path, n: int, shortlist: list[Size],
-                seed: int = 1, index_type: str = "flat", progress: bool = True) -> Path:
-    """A synthetic index folder of ``n`` documents, with the model and settings of ``like``."""
+                seed: int = 1, index_type: str = "flat", progress: bool = True, sizes: list[Size] | None = None) -> Path:
+    """A synthetic index folder of ``n`` documents, with the model and settings of ``like``; it stores
+    ``sizes`` and the ``shortlist`` sizes (default: every size of ``like``)."""
     import faiss
 
     out = Path(out)
+    stored = sorted(set(generator.sizes if sizes is None else [*sizes, *shortlist]))
+    missing = [str(s) for s in stored if s not in generator.sizes]
+    if missing:
+        raise ValueError(f"{like.path} stores no {', '.join(missing)}: a synthetic index can only hold its sizes")
     (out / "vectors").mkdir(parents=True)
     matrices = {s: open_memmap(out / "vectors" / f"{s}.npy", mode="w+", dtype=np.float16, shape=(n, s.dim))
-                for s in generator.sizes}
+                for s in stored}
     row = 0
-    for block in tqdm(generator.draw(n, seed), total=-(-n // BLOCK), desc="drawing", unit="block", disable=not progress):
+    for block in tqdm(generator.draw(n, seed, sizes=stored), total=-(-n // BLOCK), desc="drawing", unit="block", disable=not progress):
         m = len(next(iter(block.values())))
         for s, v in block.items():
             matrices[s][row : row + m] = v
@@ -121,7 +136,7 @@ def write_index(generator: Generator, like: Index, out: Path, n: int, shortlist:
     m = like.manifest
     manifest = Manifest(
         model_name=m.model_name, model_fingerprint=m.model_fingerprint, model_config=m.model_config,
-        shortlist=shortlist, rerank=[s for s in generator.sizes if s not in shortlist], index_type=index_type,
+        shortlist=shortlist, rerank=[s for s in stored if s not in shortlist], index_type=index_type,
         num_docs=n, corpus=f"synthetic: fitted to {like.path} ({m.num_docs} docs), seed {seed}",
         corpus_fingerprint=f"{generator.fingerprint()}:{n}:{seed}", files=files,
     )

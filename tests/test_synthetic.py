@@ -64,3 +64,18 @@ def test_a_synthetic_index_opens_and_searches(real, tiny_model, tmp_path):
     assert len(result.docids) == 5 and all(d.startswith("s") for d in result.docids)
     with pytest.raises(FileExistsError):
         write_index(generator, real, folder, 10, [Size(1, 8)], progress=False)
+
+
+def test_a_synthetic_index_stores_only_the_sizes_asked_for(real, tmp_path):
+    generator = Generator.fit(real, clusters=4)
+    full, short = real.sizes[-1], Size(1, 8)
+    every = next(generator.draw(300, seed=3))
+    some = next(generator.draw(300, seed=3, sizes=[full]))
+    assert list(some) == [full]
+    np.testing.assert_allclose(np.asarray(some[full], np.float32), np.asarray(every[full], np.float32), atol=2e-3)
+    folder = write_index(generator, real, tmp_path / "some", 300, [short], progress=False, sizes=[full])
+    index = Index(folder, verify=True)
+    assert index.sizes == [short, full] and index.manifest.rerank == [full]
+    assert sorted(p.name for p in (folder / "vectors").iterdir()) == [f"{short}.npy", f"{full}.npy"]
+    with pytest.raises(ValueError, match="stores no 9x9"):
+        write_index(generator, real, tmp_path / "bad", 10, [], progress=False, sizes=[Size(9, 9)])
