@@ -27,6 +27,7 @@ from indexes.docids import write_docids
 from indexes.faiss_index import new_index, fill_index
 from indexes.files import atomic_write, atomic_write_json, file_digest, fsync_dir
 from indexes.manifest import BINARY_INDEX_TYPES, FORMAT_VERSION, INDEX_TYPES, MANIFEST, Manifest
+from indexes.prefixes import SCALE, PrefixMatrix, open_vectors, prefix_sources, unit_scale
 from indexes.unique import DocidSet
 from starbucks.corpus import Doc, count_docs, iter_corpus, resolve_corpus
 from starbucks.encoder import Encoder, check_encoder, make_encoder
@@ -137,6 +138,7 @@ def build_index(
     vectors: str | Path | None = None,
     ray: str | None = None,
     binary_index: str = "flat",
+    prefixes: bool = True,
 ) -> Path:
     """Index ``corpus`` into folder ``out``; rerun the same call to resume an interrupted build.
 
@@ -145,6 +147,9 @@ def build_index(
     ``skip``ped; either way an :class:`EmptyDocsWarning` and the manifest give their count and ids.
     ``device``: where the model encodes (default: a GPU when torch sees one).
     ``binary``: stored sizes whose sign bits also get a binary (Hamming) FAISS index, ``shortlist/bLxD.faiss``.
+    ``prefixes``: store each layer's narrower sizes once, as prefixes of its widest stored size (with a
+    float32 unit-length factor per document when the model normalises; see :mod:`indexes.prefixes`);
+    False: every size in its own file.
     ``binary_index``: its type, ``flat`` (exact), ``hnsw`` or ``ivf`` (for large corpora; plans pass them
     ``~ef=N`` or ``~nprobe=N``), recorded in the manifest.
     ``vectors``: build from precomputed vectors instead of a corpus (pass ``corpus=None``): a folder with
@@ -188,12 +193,12 @@ def build_index(
     with build_lock(out):
         return _build(source, out, model, shortlist, rerank, index_type, chunk_size, batch_size, overwrite,
                       progress, encoder, threads, bm25, empty_docs, device, binary, vectors is not None, ray,
-                      binary_index)
+                      binary_index, prefixes)
 
 
 def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, batch_size, overwrite,
            progress, encoder, threads, bm25, empty_docs, device, binary=None, from_vectors=False,
-           ray=None, binary_index="flat") -> Path:
+           ray=None, binary_index="flat", prefixes=True) -> Path:
     if out.exists() and not overwrite:
         raise StarbucksError(f"{out} already exists; pass --overwrite to rebuild it")
     if out.exists() and not (out / MANIFEST).is_file():
@@ -232,6 +237,8 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
         state["binary"] = [str(s) for s in binary]
     if binary_index != "flat":
         state["binary_index"] = binary_index
+    if not prefixes:
+        state["prefixes"] = False
     if ray is not None:
         state.update(ray=True, encoder=encoder, batch_size=batch_size)
     _check_resume(work, state)
@@ -254,9 +261,11 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
     final = work / "final"
     shutil.rmtree(final, ignore_errors=True)
     final.mkdir()
-    _assemble(work / "chunks", final, sizes, shortlist, index_type, num_docs, progress)
+    stored_as = prefix_sources(sizes) if prefixes else {}
+    _assemble(work / "chunks", final, sizes, shortlist, index_type, num_docs, progress, stored_as,
+              model.config.normalized)
     if binary:
-        _store_binary(final, binary, binary_index)
+        _store_binary(final, binary, binary_index, num_docs, stored_as)
     if bm25:
         _store_bm25(source, final, progress)
     # ---- end of BM25 storage ----
@@ -269,6 +278,7 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
         model_config=model.config.to_dict(), shortlist=shortlist, rerank=rerank,
         index_type=index_type, num_docs=num_docs, corpus=str(source),
         corpus_fingerprint=corpus_fp, files=files, empty_docs=empty_record, binary_index=binary_index,
+        prefixes=stored_as,
     )
     atomic_write_json(final / MANIFEST, manifest.to_dict())
     _publish(final, out)
@@ -445,28 +455,41 @@ def _stored_hash(path: Path) -> str | None:
         return None  # damaged: encode it again
 
 
-def _assemble(chunks: Path, final: Path, sizes, shortlist, index_type: str, num_docs: int, progress: bool) -> None:
-    """Concatenate chunks into one float16 matrix per size, then build the FAISS indexes."""
+def _assemble(chunks: Path, final: Path, sizes, shortlist, index_type: str, num_docs: int, progress: bool,
+              prefixes: dict | None = None, normalized: bool = True) -> None:
+    """Concatenate chunks into one float16 matrix per size (for a size in ``prefixes``, only its
+    unit-length factors when ``normalized``: its vectors are its layer's widest), then build the FAISS
+    indexes."""
+    prefixes = prefixes or {}
     files = sorted(chunks.glob("*.npz"))
     (final / "vectors").mkdir()
     matrices = {
         s: open_memmap(final / "vectors" / f"{s}.npy", mode="w+", dtype=np.float16, shape=(num_docs, s.dim))
-        for s in sizes
+        for s in sizes if s not in prefixes
     }
+    scales = {s: open_memmap(final / "vectors" / f"{s}{SCALE}", mode="w+", dtype=np.float32, shape=(num_docs,))
+              for s in prefixes} if normalized else {}
 
     def docids():
         row = 0
         for path in tqdm(files, desc="assembling", unit="chunk", disable=not progress):
             with np.load(path) as z:
                 n = len(z["docids"])
-                for s in sizes:
+                for s in matrices:
                     matrices[s][row : row + n] = z[str(s)]
+                for s, w in prefixes.items():
+                    wide = matrices[w][row : row + n]
+                    factor = unit_scale(wide, s.dim) if normalized else None
+                    _check_prefix(z, s, w, wide, factor)
+                    if normalized:
+                        scales[s][row : row + n] = factor
                 yield from (str(d) for d in z["docids"])
                 row += n
 
     write_docids(final, docids())
-    for m in matrices.values():
+    for m in [*matrices.values(), *scales.values()]:
         m.flush()
+    matrices.update({s: PrefixMatrix(matrices[w], s.dim, scales.get(s)) for s, w in prefixes.items()})
     if shortlist:
         import faiss
 
@@ -475,14 +498,32 @@ def _assemble(chunks: Path, final: Path, sizes, shortlist, index_type: str, num_
             index = new_index(index_type, s.dim, num_docs)
             fill_index(index, matrices[s])
             faiss.write_index(index, str(final / "shortlist" / f"{s}.faiss"))
-    del matrices
+    del matrices, scales
     for p in final.rglob("*"):
         if p.is_file():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
 
 
-def _store_binary(final: Path, sizes, index_type: str = "flat") -> None:
+PREFIX_TOLERANCE = 0.02  # largest coordinate difference between a size and its rescaled float16 prefix
+
+
+def _check_prefix(chunk, size: Size, wide_size: Size, wide: np.ndarray, factor) -> None:
+    """A one-line error unless ``size``'s vectors in ``chunk`` are the prefix of ``wide_size``'s (rescaled to
+    unit length by ``factor`` when the model normalises), as the model makes them."""
+    rebuilt = np.asarray(wide[:, : size.dim], dtype=np.float32)
+    if factor is not None:
+        rebuilt *= factor[:, None]
+    given = np.asarray(chunk[str(size)], dtype=np.float32)
+    bad = np.flatnonzero(~(np.abs(given - rebuilt) <= PREFIX_TOLERANCE).all(axis=1))
+    if bad.size:
+        docid = chunk["docids"][bad[0]]
+        raise StarbucksError(f"the {size} vectors of document {docid!r} are not the first {size.dim} coordinates of "
+                             f"its {wide_size} vectors{' rescaled to unit length' if factor is not None else ''}, as "
+                             f"the model makes them: check the vectors, or build with --separate-prefixes")
+
+
+def _store_binary(final: Path, sizes, index_type: str, num_docs: int, prefixes: dict) -> None:
     """``shortlist/bLxD.faiss``: the sign bits of each stored size, from the assembled vectors, in a
     FAISS binary index of ``index_type``."""
     import faiss
@@ -490,10 +531,11 @@ def _store_binary(final: Path, sizes, index_type: str = "flat") -> None:
     from indexes.faiss_index import BINARY_PREFIX, binary_index
 
     (final / "shortlist").mkdir(exist_ok=True)
+    stored = open_vectors(final, num_docs, set(sizes) | {prefixes[s] for s in sizes if s in prefixes}, prefixes,
+                          any(final.glob(f"vectors/*{SCALE}")))
     for s in sizes:
         path = final / "shortlist" / f"{BINARY_PREFIX}{s}.faiss"
-        faiss.write_index_binary(binary_index(np.load(final / "vectors" / f"{s}.npy", mmap_mode="r"), index_type),
-                                 str(path))
+        faiss.write_index_binary(binary_index(stored[s], index_type), str(path))
         with open(path, "rb") as f:
             os.fsync(f.fileno())
 

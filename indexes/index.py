@@ -10,6 +10,7 @@ from indexes.docids import DocidTable
 from indexes.faiss_index import BINARY_PREFIX, GPU_MAX_K, gpu_exact, search_parameters, sign_codes, to_gpu
 from indexes.files import file_digest
 from indexes.manifest import Manifest
+from indexes.prefixes import SCALE, PrefixMatrix, open_vectors
 from indexes.tiers import Quantized
 from starbucks.errors import InputError, StarbucksError
 from starbucks.sizes import Size
@@ -29,16 +30,10 @@ class Index:
         self.docids = DocidTable(self.path)
         if len(self.docids) != self.manifest.num_docs:
             raise InputError(f"docid table has {len(self.docids)} entries, manifest says {self.manifest.num_docs}", self.path)
-        self.vectors: dict[Size, np.ndarray] = {}
-        for s in self.manifest.sizes:
-            file = self.path / "vectors" / f"{s}.npy"
-            try:
-                m = np.load(file, mmap_mode="r")
-            except (OSError, ValueError) as e:
-                raise InputError(f"unreadable vectors ({e})", file) from None
-            if m.shape != (self.manifest.num_docs, s.dim) or m.dtype != np.float16:
-                raise InputError(f"vectors have shape {m.shape} {m.dtype}, expected ({self.manifest.num_docs}, {s.dim}) float16", file)
-            self.vectors[s] = m
+        # Each size's float16 vectors: its own memory-mapped file, or a prefix of its layer's widest.
+        self.vectors: dict[Size, np.ndarray] = open_vectors(
+            self.path, self.manifest.num_docs, self.manifest.sizes, self.manifest.prefixes,
+            any(f.endswith(SCALE) for f in self.manifest.files))
         self.shortlist: dict[Size, "faiss.Index"] = {}
         for s in self.manifest.shortlist:
             file = self.path / "shortlist" / f"{s}.faiss"
@@ -133,7 +128,7 @@ class Index:
         best_s = np.full((len(queries), 0), -np.inf, dtype=np.float32)
         best_i = np.zeros((len(queries), 0), dtype=np.int64)
         for start in range(0, len(matrix), SCAN_BLOCK):
-            scores = _dot(np.array(matrix[start : start + SCAN_BLOCK]), queries)
+            scores = _dot(_float_rows(matrix, slice(start, start + SCAN_BLOCK)), queries)
             kk = min(k, scores.shape[1])
             top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
             cand_s = np.concatenate([best_s, np.take_along_axis(scores, top, 1)], axis=1)
@@ -170,7 +165,7 @@ class Index:
             bias = wide @ torch.from_numpy(held.low)
             wide = wide * torch.from_numpy(held.step)
         else:
-            block = torch.from_numpy(np.asarray((self.vectors[size] if held is None else held)[unique])).float()
+            block = _float_rows(self.vectors[size] if held is None else held, unique)
         inverse = torch.from_numpy(inverse.reshape(-1))
         if len(rows) == 1:  # one query: a matrix-vector product over its rows, nothing copied per candidate
             scores = (block @ wide[0])[inverse]
@@ -244,7 +239,15 @@ def _load_sparse(path: Path, manifest: Manifest):
         raise InputError(f"unreadable BM25 index ({e})", path / FOLDER) from None
 
 
-def _dot(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Queries (float32) against float16 rows; torch widens float16 several times faster than numpy."""
-    wide = torch.from_numpy(rows).float()
+def _float_rows(matrix, rows) -> torch.Tensor:
+    """Rows of a stored (float16) matrix as float32: torch widens float16 several times faster than numpy;
+    a prefix size's rows come rescaled, without a float16 round trip."""
+    if isinstance(matrix, PrefixMatrix):
+        return torch.from_numpy(matrix.rows32(rows))
+    part = np.asarray(matrix[rows])
+    return torch.from_numpy(part if part.flags.writeable else np.array(part)).float()  # a map's slice is read-only
+
+
+def _dot(wide: torch.Tensor, queries: np.ndarray) -> np.ndarray:
+    """Queries (float32) against float32 rows."""
     return (torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)) @ wide.T).numpy()

@@ -8,7 +8,8 @@ from pathlib import Path
 from starbucks.errors import InputError
 from starbucks.sizes import Size, parse_sizes
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: narrower sizes of a layer may be stored as prefixes of its widest (``prefixes``)
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
 BINARY_INDEX_TYPES = ("flat", "hnsw", "ivf")  # FAISS types of the binary shortlists
@@ -30,6 +31,8 @@ class Manifest:
     # documents without text: {"policy": "index" | "skip", "count": n, "ids": [first 1000 ids]}
     empty_docs: dict = dataclasses.field(default_factory=dict)
     binary_index: str = "flat"  # the FAISS index type of the binary shortlists (shortlist/bLxD.faiss), if any
+    # sizes stored as prefixes of their layer's widest stored size: {size: widest} (see indexes.prefixes)
+    prefixes: dict = dataclasses.field(default_factory=dict)
 
     @property
     def sizes(self) -> list[Size]:
@@ -40,6 +43,7 @@ class Manifest:
         d = dataclasses.asdict(self)
         d["shortlist"] = [str(s) for s in self.shortlist]
         d["rerank"] = [str(s) for s in self.rerank]
+        d["prefixes"] = {str(s): str(w) for s, w in self.prefixes.items()}
         return d
 
     @classmethod
@@ -55,14 +59,16 @@ class Manifest:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InputError(f"corrupt manifest ({e})", path) from None
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise InputError(
-                f"index format version {version} is not supported (this release reads {FORMAT_VERSION}); rebuild the index",
+                f"index format version {version} is not supported (this release reads "
+                f"{', '.join(map(str, READABLE_VERSIONS))}); rebuild the index",
                 path,
             )
         try:
             data["shortlist"] = parse_sizes(data["shortlist"]) if data["shortlist"] else []
             data["rerank"] = parse_sizes(data["rerank"]) if data["rerank"] else []
+            data["prefixes"] = {Size.parse(s): Size.parse(w) for s, w in data.get("prefixes", {}).items()}
             return cls(**data)
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"corrupt manifest ({e})", path) from None
