@@ -27,7 +27,7 @@ from indexes.docids import write_docids
 from indexes.faiss_index import new_index, fill_index
 from indexes.files import atomic_write, atomic_write_json, file_digest, fsync_dir
 from indexes.manifest import BINARY_INDEX_TYPES, FORMAT_VERSION, INDEX_TYPES, MANIFEST, Manifest
-from indexes.prefixes import SCALE, PrefixMatrix, open_vectors, prefix_sources, unit_scale
+from indexes.prefixes import SCALE, PrefixMatrix, open_stored, prefix_sources, unit_scale
 from indexes.unique import DocidSet
 from starbucks.corpus import Doc, count_docs, iter_corpus, resolve_corpus
 from starbucks.encoder import Encoder, check_encoder, make_encoder
@@ -531,7 +531,7 @@ def _store_binary(final: Path, sizes, index_type: str, num_docs: int, prefixes: 
     from indexes.faiss_index import BINARY_PREFIX, binary_index
 
     (final / "shortlist").mkdir(exist_ok=True)
-    stored = open_vectors(final, num_docs, set(sizes) | {prefixes[s] for s in sizes if s in prefixes}, prefixes,
+    stored = open_stored(final, num_docs, set(sizes) | {prefixes[s] for s in sizes if s in prefixes}, prefixes,
                           any(final.glob(f"vectors/*{SCALE}")))
     for s in sizes:
         path = final / "shortlist" / f"{BINARY_PREFIX}{s}.faiss"

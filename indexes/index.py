@@ -10,7 +10,7 @@ from indexes.docids import DocidTable
 from indexes.faiss_index import BINARY_PREFIX, GPU_MAX_K, gpu_exact, search_parameters, sign_codes, to_gpu
 from indexes.files import file_digest
 from indexes.manifest import Manifest
-from indexes.prefixes import SCALE, PrefixMatrix, open_vectors
+from indexes.prefixes import SCALE, PrefixMatrix, open_stored
 from indexes.tiers import Quantized
 from starbucks.errors import InputError, StarbucksError
 from starbucks.sizes import Size
@@ -31,7 +31,7 @@ class Index:
         if len(self.docids) != self.manifest.num_docs:
             raise InputError(f"docid table has {len(self.docids)} entries, manifest says {self.manifest.num_docs}", self.path)
         # Each size's float16 vectors: its own memory-mapped file, or a prefix of its layer's widest.
-        self.vectors: dict[Size, np.ndarray] = open_vectors(
+        self.vectors: dict[Size, np.ndarray] = open_stored(
             self.path, self.manifest.num_docs, self.manifest.sizes, self.manifest.prefixes,
             any(f.endswith(SCALE) for f in self.manifest.files))
         self.shortlist: dict[Size, "faiss.Index"] = {}

@@ -64,19 +64,22 @@ class PrefixMatrix:
     def rows32(self, rows) -> np.ndarray:
         """The rows (an index array or a slice), rescaled, as float32: what a scoring needs, without a
         float16 round trip."""
+        import torch
+
         if isinstance(rows, tuple):
             raise TypeError("a PrefixMatrix is indexed by rows only")
-        part = np.asarray(self.wide[rows, : self.dim], dtype=np.float32)
+        part = np.array(self.wide[rows, : self.dim], copy=True)  # only the prefix's bytes, contiguous
+        wide = torch.from_numpy(part).float()  # torch widens float16 several times faster than NumPy
         if self.scale is not None:
-            part *= np.asarray(self.scale[rows], dtype=np.float32)[..., None]
-        return part
+            wide *= torch.from_numpy(np.array(self.scale[rows], dtype=np.float32, copy=True)).unsqueeze(-1)
+        return wide.numpy()
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self[:]
         return out if dtype is None else out.astype(dtype)
 
 
-def open_vectors(folder: Path, num_docs: int, sizes, prefixes: dict[Size, Size],
+def open_stored(folder: Path, num_docs: int, sizes, prefixes: dict[Size, Size],
                  scaled: bool) -> dict[Size, np.ndarray]:
     """Each stored size's vectors in an index folder: its own memory-mapped ``LxD.npy``, or for a size in
     ``prefixes`` a :class:`PrefixMatrix` over its source (``scaled``: with its ``.scale.npy`` factors).
