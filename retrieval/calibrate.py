@@ -132,7 +132,9 @@ def learn_margin(searcher: Searcher, point: Point, encoded: Encoded, qids: list[
 
 def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int, repeats: int = 2) -> list[Point]:
     """The points with their latency measured as a search pays it: ``search(text, budget=plan)``, query
-    after query, each query's median over ``repeats`` passes.
+    after query, the mean over every query of ``repeats`` passes. The budget contract is about mean
+    latency, so the mean is what is kept: a per-query median drops the occasional slow search that the
+    contract counts, which at sub-millisecond budgets is most of the difference.
 
     The grid's latencies add encoding, timed alone, to each plan's stages, timed alone; in a real search
     the encoder's weights pass through the caches between them, so the sum under-states the whole
@@ -148,7 +150,7 @@ def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int
                 t = time.perf_counter()
                 searcher.search(text, k=k, budget=p.plan)
                 times[r, i] = (time.perf_counter() - t) * 1000
-        out.append(dataclasses.replace(p, ms=float(np.mean(np.median(times, axis=0)))))
+        out.append(dataclasses.replace(p, ms=float(np.mean(times))))
     return out
 
 

@@ -48,8 +48,10 @@ class Searcher:
         ``rerank_tier``: where the rerank sizes' vectors live while rescoring: ``mmap`` (the memory-mapped
         files, read in row order), ``float16`` (copied into RAM) or ``int8`` (8-bit codes per dimension in
         RAM, scored from the codes), each optionally with the sizes it holds (``int8:6x384``; other rerank
-        sizes are read from their files); see :mod:`indexes.tiers`. A loaded ``RerankTier`` of the same index
-        can be passed instead, to share it among searchers."""
+        sizes are read from their files); see :mod:`indexes.tiers`. A rerank stage at the same size as the
+        stage before it reads the stored vectors whatever the tier: ``b6x384:10000,6x384:50,6x384:10``
+        rescores 10,000 candidates from int8 codes, then the best 50 exactly. A loaded ``RerankTier`` of the
+        same index can be passed instead, to share it among searchers."""
         check_encoder(encoder)
         if not isinstance(rerank_tier, RerankTier):
             check_tier(rerank_tier)
@@ -172,7 +174,9 @@ class Searcher:
                     rankings[i] = dataclasses.replace(rankings[i], alive=min(rankings[i].alive, k))
             alive = [rankings[i].rows[rankings[i].order[: rankings[i].alive]] for i in active]
             queries = np.asarray(vectors[stage.size])[active]
-            for i, new_scores in zip(active, self.index.rescore_batch(stage.size, queries, alive, self.tier)):
+            exact = j > 1 and plan[j - 1].size == stage.size  # a repeated size refines: from the stored vectors
+            tier = None if exact else self.tier
+            for i, new_scores in zip(active, self.index.rescore_batch(stage.size, queries, alive, tier)):
                 rankings[i] = self._rerank(rankings[i], stage, new_scores, sparse[i] if stage.fuse else None)
             timings[f"rerank {stage.size}"] = (time.perf_counter() - t) * 1000 / n
         results = []

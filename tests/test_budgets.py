@@ -161,3 +161,17 @@ def test_frontier_latencies_are_measured_as_searches(index_copy, tiny_model, mon
     assert [p.plan for p in out] == [p.plan for p in points] and [p.effectiveness for p in out] == [0.5, 0.9]
     assert all(p.ms > 0.001 for p in out)  # a whole search costs more than the made-up estimate
     assert calls.count(("jazz harmony", "1x8:50,4x48:10")) == 2 and len(calls) == 2 * (1 + 2 * 2)
+
+
+def test_frontier_latencies_keep_the_slow_searches_a_mean_counts(index_copy, tiny_model, monkeypatch):
+    """One search in six takes 30 ms: the mean latency the budget contract checks counts it (a median would not)."""
+    import time
+
+    from retrieval.calibrate import end_to_end
+
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    calls = []
+    monkeypatch.setattr(searcher, "search", lambda text, k, budget: calls.append(text) or (
+        time.sleep(0.03) if len(calls) == 4 else None))  # calls: warm-up, then 3 passes over 2 queries
+    (point,) = end_to_end(searcher, [Point(Plan.parse("4x48:50"), 0.001, 0.9)], ["a", "b"], k=10, repeats=3)
+    assert point.ms >= 30 / 6

@@ -171,3 +171,18 @@ def test_the_cli_refuses_a_bad_tier_before_loading_torch(index_path):
                                              "--rerank-tier", "disk"])
     assert status == 2 and not torch_loaded
     assert err.strip().startswith("error: unknown rerank tier 'disk': choose one of mmap, float16, int8")
+
+
+def test_a_repeated_size_refines_from_the_stored_vectors(searchers):
+    """``S:300,FULL:50,FULL:10`` under int8: 50 candidates from the codes, then the exact top 10 of those."""
+    int8, index = searchers["int8"], searchers["int8"].index
+    refined = int8.search_batch(QUERIES, k=10, budget=f"{SHORT}:300,{FULL}:50,{FULL}:10")
+    coded = int8.search_batch(QUERIES, k=50, budget=f"{SHORT}:300,{FULL}:50")
+    vectors = int8.encoder.encode_queries(QUERIES, [FULL])[FULL]
+    for q, r, c in zip(vectors, refined, coded):
+        rows = np.array([int(d[1:]) for d in c.docids])  # docids d0.. are row numbers
+        exact = index.rescore(FULL, q, rows)
+        best = np.argsort(-exact, kind="stable")[:10]
+        assert r.docids == [c.docids[i] for i in best]
+        np.testing.assert_allclose(r.scores, exact[best], rtol=1e-6)
+        assert not np.allclose(exact, c.scores)  # the codes' scores were not exact: the refinement did something
