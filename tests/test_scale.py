@@ -81,3 +81,31 @@ def test_better_prefers_the_target_then_speed():
     fast_low, slow_ok, fast_ok = _row(0.9, 1.0), _row(0.995, 5.0), _row(0.99, 3.0)
     assert scale._better(slow_ok, fast_low) and scale._better(fast_ok, slow_ok)
     assert scale._better(_row(0.95, 9.0), fast_low)
+
+
+def test_tiers_and_the_hnsw_comparison_run_on_a_small_index(index, tiny_model):
+    from retrieval import Plan, Searcher
+    from retrieval.calibrate import Encoded
+
+    searcher = Searcher(index, model=tiny_model, encoder="torch", threads=1)
+    texts = ["coffee roasting", "jazz harmony", "tidal energy", "chess openings"]
+    encoded = Encoded(searcher, texts, progress=False)
+    qids = [f"q{i}" for i in range(len(texts))]
+    qrels = scale.truth(index, encoded.vectors[FULL], qids)
+    truth_rows = [{int(d[1:]) for d in qrels[q]} for q in qids]
+    variant, _ = scale.variant(index, "binary-flat", [FULL])
+    plan = Plan.parse(f"b{FULL}:300,{FULL}:10")
+    rows = scale.tiers(searcher, variant, plan, encoded, truth_rows)
+    assert sorted(r["tier"] for r in rows.values()) == ["float16:4x48", "int8:4x48", "mmap cold", "mmap warm"]
+    assert all(r["single"]["recall@10"] > 0.5 and r["plan"] == str(plan) for r in rows.values())
+    grid = [{"plan": str(plan), "ms": 1.0, "effectiveness": 0.9}]
+    hnsw = {"HNSW32 efSearch=64": {"sweep": [{"name": "HNSW32 efSearch=64", "single": {"recall@10": 0.9, "ms": 0.5},
+                                              "rss_bytes_per_doc": 300.0, "ram_bytes_per_doc": 290.0}]}}
+    found = scale.against_hnsw(searcher, {"binary-flat": variant}, {"binary-flat": grid}, encoded, truth_rows, hnsw)
+    assert found["hnsw32"]["recall@10"] == 0.9
+    tiers = [r["tier"] for r in found["cascades"]]
+    assert tiers == ["mmap warm", "int8:4x48", "int8:4x48"]
+    assert found["cascades"][2]["plan"] == f"b{FULL}:300,{FULL}:50,{FULL}:10"  # int8, refined from the map
+    assert all(r["latency_ratio"] > 0 and r["bytes_ratio"] > 0 for r in found["cascades"])
+    assert "| binary-flat |" in scale.against_table(found)
+    assert scale.against_hnsw(searcher, {}, {}, encoded, truth_rows, {}) is None
