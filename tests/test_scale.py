@@ -109,3 +109,15 @@ def test_tiers_and_the_hnsw_comparison_run_on_a_small_index(index, tiny_model):
     assert all(r["latency_ratio"] > 0 and r["bytes_ratio"] > 0 for r in found["cascades"])
     assert "| binary-flat |" in scale.against_table(found)
     assert scale.against_hnsw(searcher, {}, {}, encoded, truth_rows, {}) is None
+
+
+def test_the_flat_float32_baseline_is_filled_in_place_and_searches_as_faiss_add(index):
+    matrix = index.vectors[FULL]
+    built = scale.flat_float32(matrix, block=500)  # blocks that do not divide the rows
+    added = faiss.IndexFlatIP(FULL.dim)
+    added.add(np.asarray(matrix, dtype=np.float32))
+    assert built.ntotal == len(index) and built.codes.size() == len(index) * FULL.dim * 4
+    q = np.random.default_rng(0).standard_normal((5, FULL.dim)).astype(np.float32)
+    for a, b in zip(built.search(q, 10), added.search(q, 10)):
+        np.testing.assert_array_equal(a, b)
+    assert scale.flat_float32(matrix[:0]).ntotal == 0
