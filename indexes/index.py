@@ -144,8 +144,11 @@ class Index:
     def rescore_batch(self, size: Size, queries: np.ndarray, rows, tier=None) -> list[np.ndarray]:
         """Scores of each query against its own rows at ``size``: ``rows[i]`` for ``queries[i]``.
 
-        Every row any query needs is read once, in row order, and widened once; the products
-        are one vectorised multiply-and-sum over all (query, row) pairs, with no Python per candidate.
+        When the batch asks for at least as many rows as the index holds (small corpora: the queries'
+        candidates overlap), every row any query needs is read once, in row order, and widened once, and
+        each query's scores are one matrix-vector product over its rows. Otherwise (large corpora, where
+        candidates rarely overlap and their union would be widened whole) each query's rows are read,
+        widened and scored on their own, in row order. No Python work per candidate either way.
         ``tier``: a :class:`indexes.tiers.RerankTier` holding ``size`` in RAM (float16 rows, or 8-bit
         codes scored directly); without one, or for a size it does not hold, the memory-mapped rows.
         """
@@ -156,6 +159,8 @@ class Index:
         flat = np.concatenate([np.asarray(r, dtype=np.int64).reshape(-1) for r in rows]) if rows else np.zeros(0, np.int64)
         if flat.size and (flat.min() < 0 or flat.max() >= len(self)):
             raise ValueError(f"rows to rescore must lie in 0..{len(self) - 1}")
+        if len(rows) > 1 and flat.size < UNION_ROWS * len(self):
+            return [self.rescore_batch(size, queries[i : i + 1], [r], tier)[0] for i, r in enumerate(rows)]
         unique, inverse = np.unique(flat, return_inverse=True)
         wide = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32).reshape(len(rows), size.dim))
         held = tier.held.get(size) if tier is not None else None
@@ -177,6 +182,9 @@ class Index:
             if bias is not None:
                 scores = scores + bias[torch.from_numpy(np.repeat(np.arange(len(rows)), lengths))]
         return np.split(scores.numpy(), np.cumsum(lengths)[:-1]) if rows else []
+
+
+UNION_ROWS = 1.0  # a batch rescores the union of its rows once when it asks for at least this many per document
 
 
 def check_files(folder: Path, manifest: Manifest, verify: bool) -> tuple[int, int]:

@@ -24,6 +24,24 @@ def test_batched_rescoring_equals_numpy(built_index):
     assert index.rescore_batch(SIZE, queries[:0], []) == []
 
 
+@pytest.mark.parametrize("lengths, calls", [((50, 1, 0, 200, 30), 1),  # 281 rows >= 200 documents: the union, once
+                                            ((20, 0, 30, 1, 40), 6)])  # 91 rows: each query on its own
+def test_a_batch_reads_its_union_on_small_corpora_and_each_query_alone_on_large(built_index, monkeypatch, lengths,
+                                                                               calls):
+    index = Index(built_index)
+    rng = np.random.default_rng(1)
+    queries = rng.standard_normal((len(lengths), SIZE.dim)).astype(np.float32)
+    rows = [rng.choice(len(index), size=m, replace=True) for m in lengths]  # repeats within a query too
+    seen = []
+    real = Index.rescore_batch
+    monkeypatch.setattr(Index, "rescore_batch", lambda self, *a: seen.append(1) or real(self, *a))
+    got = index.rescore_batch(SIZE, queries, rows)
+    assert len(seen) == calls
+    matrix = np.asarray(index.vectors[SIZE], dtype=np.float32)
+    for q, r, g in zip(queries, rows, got):
+        np.testing.assert_allclose(g, matrix[r] @ q, rtol=1e-5, atol=1e-5)
+
+
 def test_bad_rescoring_requests(built_index):
     index = Index(built_index)
     q = np.zeros((2, SIZE.dim), dtype=np.float32)
