@@ -77,28 +77,38 @@ def compare_adaptors_table() -> str:
             f"{compare_adaptors.SEED}. From `experiments/training/results/compare/`.\n")
 
 
-SCALE_RESULTS = "minilm-l6-adaptors-1m"  # the scale run the README shows
+SCALE_RESULTS = ("minilm-l6-adaptors-1m-hnsw", "minilm-l6-adaptors-10m")  # the scale runs the README shows
 
 
 def scale_table() -> str:
-    """Every system of the scale run, fastest first, with recall, latency and resident bytes per document."""
-    path = RESULTS / "scale" / f"{SCALE_RESULTS}.json"
-    if not path.is_file():
-        return f"(not measured yet: `python -m experiments.scale ... --tag {SCALE_RESULTS}`)\n"
-    r = json.loads(path.read_text())
-    lines = ["| documents | system | recall@10 | ms/query from vectors | ms end to end | bytes/doc computed | "
-             "RSS growth bytes/doc | build s |", "|---|---|---|---|---|---|---|---|"]
-    for size in r["sizes"]:
-        rows = sorted(((n, s) for n, s in size["systems"].items() if "skipped" not in s), key=lambda x: x[1]["single"]["ms"])
-        for name, s in rows:
-            lines.append(f"| {size['documents']:,} | {name} | {s['single']['recall@10']:.4f} | {s['single']['ms']:.2f} | "
-                         f"{s['end_to_end_ms']:.2f} | {s['ram_bytes_per_doc']:.0f} | {s['rss_bytes_per_doc']:.0f} | "
-                         f"{s['build_s']:.0f} |")
-        lines += [f"| {size['documents']:,} | {n} | | | | | | skipped: {s['skipped']} |"
-                  for n, s in size["systems"].items() if "skipped" in s]
-    m = r["machine"]
-    return ("\n".join(lines) + f"\n\n`{r['command']}`; {m['threads']} thread, load average {m['load_average']} at the "
-            f"start. From `experiments/results/scale/{SCALE_RESULTS}.json` (and `.md`, with each size's profile).\n")
+    """Every system of each scale run, fastest first, with recall, latency and resident bytes per document,
+    and the run's comparison against HNSW32."""
+    from experiments.scale import against_table
+
+    found = [RESULTS / "scale" / f"{tag}.json" for tag in SCALE_RESULTS if (RESULTS / "scale" / f"{tag}.json").is_file()]
+    if not found:
+        return f"(not measured yet: `python -m experiments.scale ... --tag {SCALE_RESULTS[0]}`)\n"
+    parts = []
+    for path in found:
+        r = json.loads(path.read_text())
+        lines = ["| documents | system | recall@10 | ms/query from vectors | ms end to end | bytes/doc computed | "
+                 "RSS growth bytes/doc | build s |", "|---|---|---|---|---|---|---|---|"]
+        for size in r["sizes"]:
+            rows = sorted(((n, s) for n, s in size["systems"].items() if "skipped" not in s),
+                          key=lambda x: x[1]["single"]["ms"])
+            for name, s in rows:
+                lines.append(f"| {size['documents']:,} | {name} | {s['single']['recall@10']:.4f} | "
+                             f"{s['single']['ms']:.2f} | {s['end_to_end_ms']:.2f} | {s['ram_bytes_per_doc']:.0f} | "
+                             f"{s['rss_bytes_per_doc']:.0f} | {s['build_s']:.0f} |")
+            lines += [f"| {size['documents']:,} | {n} | | | | | | skipped: {s['skipped']} |"
+                      for n, s in size["systems"].items() if "skipped" in s]
+        m = r["machine"]
+        parts.append("\n".join(lines) + f"\n\n`{r['command']}`; {m['threads']} thread, load average "
+                     f"{m['load_average']} at the start, {r.get('load_average_after')} at the end. From "
+                     f"`experiments/results/scale/{path.name}` (and `.md`, with each size's profile and plot).\n")
+        parts += [f"{size['documents']:,} documents. {against_table(size['against_hnsw32'])}\n"
+                  for size in r["sizes"] if size.get("against_hnsw32")]
+    return "\n".join(parts)
 
 
 TABLES = {
