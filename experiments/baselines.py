@@ -11,7 +11,7 @@ import numpy as np
 
 from indexes.faiss_index import fill_index, new_index
 
-EF_SEARCH = (16, 32, 64, 128, 256)
+EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024)
 K_FACTORS = (1, 2, 4, 8, 16)
 NPROBE = (16, 64)
 
