@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import time
@@ -28,6 +27,7 @@ import numpy as np
 
 from experiments import runtime
 from experiments.datasets import ROOT
+from experiments.scale import drop_cache
 from experiments.synthetic import Generator
 from indexes import Index, build_index
 from starbucks.sizes import Size, parse_sizes
@@ -55,13 +55,10 @@ def write_vectors(generator: Generator, folder: Path, n: int, sizes: list[Size])
 
 
 def drop(index: Index) -> None:
-    """The page cache of every vectors file of ``index`` dropped: the next reads go to disk."""
-    for f in (index.path / "vectors").iterdir():
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+    """Every vectors file of ``index`` unmapped from this process and dropped from the page cache
+    (``experiments.scale.drop_cache``: a page still mapped would stay cached): the next reads go to disk."""
+    maps = {id(m): m for m in (getattr(v, "wide", v) for v in index.vectors.values())}
+    drop_cache(list(maps.values()))
 
 
 def warm(index: Index) -> None:

@@ -27,7 +27,7 @@ from indexes.docids import write_docids
 from indexes.faiss_index import new_index, fill_index
 from indexes.files import atomic_write, atomic_write_json, file_digest, fsync_dir
 from indexes.manifest import BINARY_INDEX_TYPES, FORMAT_VERSION, INDEX_TYPES, MANIFEST, Manifest
-from indexes.prefixes import SCALE, PrefixMatrix, open_stored, prefix_sources, unit_scale
+from indexes.prefixes import PrefixMatrix, open_stored, prefix_sources
 from indexes.unique import DocidSet
 from starbucks.corpus import Doc, count_docs, iter_corpus, resolve_corpus
 from starbucks.encoder import Encoder, check_encoder, make_encoder
@@ -265,7 +265,7 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
     _assemble(work / "chunks", final, sizes, shortlist, index_type, num_docs, progress, stored_as,
               model.config.normalized)
     if binary:
-        _store_binary(final, binary, binary_index, num_docs, stored_as)
+        _store_binary(final, binary, binary_index, num_docs, stored_as, model.config.normalized)
     if bm25:
         _store_bm25(source, final, progress)
     # ---- end of BM25 storage ----
@@ -457,9 +457,8 @@ def _stored_hash(path: Path) -> str | None:
 
 def _assemble(chunks: Path, final: Path, sizes, shortlist, index_type: str, num_docs: int, progress: bool,
               prefixes: dict | None = None, normalized: bool = True) -> None:
-    """Concatenate chunks into one float16 matrix per size (for a size in ``prefixes``, only its
-    unit-length factors when ``normalized``: its vectors are its layer's widest), then build the FAISS
-    indexes."""
+    """Concatenate chunks into one float16 matrix per size (none for a size in ``prefixes``: its vectors
+    are the prefixes of its layer's widest, checked against the chunks), then build the FAISS indexes."""
     prefixes = prefixes or {}
     files = sorted(chunks.glob("*.npz"))
     (final / "vectors").mkdir()
@@ -467,8 +466,6 @@ def _assemble(chunks: Path, final: Path, sizes, shortlist, index_type: str, num_
         s: open_memmap(final / "vectors" / f"{s}.npy", mode="w+", dtype=np.float16, shape=(num_docs, s.dim))
         for s in sizes if s not in prefixes
     }
-    scales = {s: open_memmap(final / "vectors" / f"{s}{SCALE}", mode="w+", dtype=np.float32, shape=(num_docs,))
-              for s in prefixes} if normalized else {}
 
     def docids():
         row = 0
@@ -478,18 +475,14 @@ def _assemble(chunks: Path, final: Path, sizes, shortlist, index_type: str, num_
                 for s in matrices:
                     matrices[s][row : row + n] = z[str(s)]
                 for s, w in prefixes.items():
-                    wide = matrices[w][row : row + n]
-                    factor = unit_scale(wide, s.dim) if normalized else None
-                    _check_prefix(z, s, w, wide, factor)
-                    if normalized:
-                        scales[s][row : row + n] = factor
+                    _check_prefix(z, s, w, PrefixMatrix(matrices[w], s.dim, normalized)[row : row + n])
                 yield from (str(d) for d in z["docids"])
                 row += n
 
     write_docids(final, docids())
-    for m in [*matrices.values(), *scales.values()]:
+    for m in matrices.values():
         m.flush()
-    matrices.update({s: PrefixMatrix(matrices[w], s.dim, scales.get(s)) for s, w in prefixes.items()})
+    matrices.update({s: PrefixMatrix(matrices[w], s.dim, normalized) for s, w in prefixes.items()})
     if shortlist:
         import faiss
 
@@ -498,7 +491,7 @@ def _assemble(chunks: Path, final: Path, sizes, shortlist, index_type: str, num_
             index = new_index(index_type, s.dim, num_docs)
             fill_index(index, matrices[s])
             faiss.write_index(index, str(final / "shortlist" / f"{s}.faiss"))
-    del matrices, scales
+    del matrices
     for p in final.rglob("*"):
         if p.is_file():
             with open(p, "rb") as f:
@@ -508,22 +501,20 @@ def _assemble(chunks: Path, final: Path, sizes, shortlist, index_type: str, num_
 PREFIX_TOLERANCE = 0.02  # largest coordinate difference between a size and its rescaled float16 prefix
 
 
-def _check_prefix(chunk, size: Size, wide_size: Size, wide: np.ndarray, factor) -> None:
-    """A one-line error unless ``size``'s vectors in ``chunk`` are the prefix of ``wide_size``'s (rescaled to
-    unit length by ``factor`` when the model normalises), as the model makes them."""
-    rebuilt = np.asarray(wide[:, : size.dim], dtype=np.float32)
-    if factor is not None:
-        rebuilt *= factor[:, None]
+def _check_prefix(chunk, size: Size, wide_size: Size, rebuilt: np.ndarray) -> None:
+    """A one-line error unless ``size``'s vectors in ``chunk`` are ``rebuilt``, the prefixes of
+    ``wide_size``'s (at unit length when the model normalises), as the model makes them."""
+    rebuilt = np.asarray(rebuilt, dtype=np.float32)
     given = np.asarray(chunk[str(size)], dtype=np.float32)
     bad = np.flatnonzero(~(np.abs(given - rebuilt) <= PREFIX_TOLERANCE).all(axis=1))
     if bad.size:
         docid = chunk["docids"][bad[0]]
         raise StarbucksError(f"the {size} vectors of document {docid!r} are not the first {size.dim} coordinates of "
-                             f"its {wide_size} vectors{' rescaled to unit length' if factor is not None else ''}, as "
+                             f"its {wide_size} vectors (at unit length when the model normalises), as "
                              f"the model makes them: check the vectors, or build with --separate-prefixes")
 
 
-def _store_binary(final: Path, sizes, index_type: str, num_docs: int, prefixes: dict) -> None:
+def _store_binary(final: Path, sizes, index_type: str, num_docs: int, prefixes: dict, normalized: bool) -> None:
     """``shortlist/bLxD.faiss``: the sign bits of each stored size, from the assembled vectors, in a
     FAISS binary index of ``index_type``."""
     import faiss
@@ -532,7 +523,7 @@ def _store_binary(final: Path, sizes, index_type: str, num_docs: int, prefixes: 
 
     (final / "shortlist").mkdir(exist_ok=True)
     stored = open_stored(final, num_docs, set(sizes) | {prefixes[s] for s in sizes if s in prefixes}, prefixes,
-                          any(final.glob(f"vectors/*{SCALE}")))
+                         normalized)
     for s in sizes:
         path = final / "shortlist" / f"{BINARY_PREFIX}{s}.faiss"
         faiss.write_index_binary(binary_index(stored[s], index_type), str(path))

@@ -10,7 +10,7 @@ from indexes.docids import DocidTable
 from indexes.faiss_index import BINARY_PREFIX, GPU_MAX_K, gpu_exact, search_parameters, sign_codes, to_gpu
 from indexes.files import file_digest
 from indexes.manifest import Manifest
-from indexes.prefixes import SCALE, PrefixMatrix, open_stored
+from indexes.prefixes import PrefixMatrix, open_stored
 from indexes.tiers import Quantized
 from starbucks.errors import InputError, StarbucksError
 from starbucks.sizes import Size
@@ -33,7 +33,7 @@ class Index:
         # Each size's float16 vectors: its own memory-mapped file, or a prefix of its layer's widest.
         self.vectors: dict[Size, np.ndarray] = open_stored(
             self.path, self.manifest.num_docs, self.manifest.sizes, self.manifest.prefixes,
-            any(f.endswith(SCALE) for f in self.manifest.files))
+            self.manifest.normalized)
         self.shortlist: dict[Size, "faiss.Index"] = {}
         for s in self.manifest.shortlist:
             file = self.path / "shortlist" / f"{s}.faiss"

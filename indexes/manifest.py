@@ -35,6 +35,11 @@ class Manifest:
     prefixes: dict = dataclasses.field(default_factory=dict)
 
     @property
+    def normalized(self) -> bool:
+        """Whether the model makes unit-length vectors (as ``ModelConfig.normalized``)."""
+        return bool(self.model_config.get("normalize") or self.model_config.get("similarity") == "cosine")
+
+    @property
     def sizes(self) -> list[Size]:
         """Every stored size, smallest first."""
         return sorted(set(self.shortlist) | set(self.rerank))

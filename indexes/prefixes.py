@@ -3,13 +3,13 @@
 The model cuts size (n, d) from layer n's pooled (and adapted) vector, so each stored size of a layer
 is the first d coordinates of the widest stored size of that layer, rescaled to unit length when the
 model normalises. An index built with prefixes (the default) keeps one float16 file per layer,
-``vectors/LxD.npy`` for its widest size D, and for each narrower size d of the layer
-``vectors/Lxd.scale.npy`` when the model normalises: one float32 per document, the factor that brings
-the prefix back to unit length. The manifest's ``prefixes`` maps each such size to its layer's widest.
+``vectors/LxD.npy`` for its widest size D; the manifest's ``prefixes`` maps each narrower size to it.
 
-Read through :class:`PrefixMatrix`, a prefix size looks like its own float16 matrix. A rescoring reads
-the same pages either way (a document's prefix lies inside its wider row); a scan of a prefix size
-reads the wide rows. ``experiments/prefix_storage.py`` measures both against separate files.
+Read through :class:`PrefixMatrix`, a prefix size looks like its own float16 matrix: its rows are the
+first d coordinates of the wide rows, divided by their own length when the model normalises (computed
+as they are read: cheaper than looking up a stored factor for each random row). A rescoring reads the
+same pages either way (a document's prefix lies inside its wider row); a scan of a prefix size reads
+the wide rows. ``experiments/prefix_storage.py`` measures both against separate files.
 """
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ import numpy as np
 
 from starbucks.errors import InputError
 from starbucks.sizes import Size
-
-SCALE = ".scale.npy"
 
 
 def prefix_sources(sizes) -> dict[Size, Size]:
@@ -32,19 +30,13 @@ def prefix_sources(sizes) -> dict[Size, Size]:
     return {s: widest[s.layer] for s in sorted(set(sizes)) if s != widest[s.layer]}
 
 
-def unit_scale(wide: np.ndarray, dim: int) -> np.ndarray:
-    """Per row, the factor that brings ``wide[:, :dim]`` (as stored, float16) to unit length (1 for a zero prefix)."""
-    norms = np.linalg.norm(np.asarray(wide[:, :dim], dtype=np.float32), axis=1)
-    return np.where(norms > 0, 1 / np.maximum(norms, 1e-30), 1).astype(np.float32)
-
-
 class PrefixMatrix:
     """The float16 vectors of a prefix size, read from the first ``dim`` columns of its layer's widest
-    memory-mapped matrix and rescaled row by row (``scale``; None when the model does not normalise).
-    Indexing returns float16 arrays, as a stored matrix would."""
+    memory-mapped matrix, each row brought to unit length when ``normalize``. Indexing returns float16
+    arrays, as a stored matrix would."""
 
-    def __init__(self, wide: np.ndarray, dim: int, scale: np.ndarray | None):
-        self.wide, self.dim, self.scale = wide, dim, scale
+    def __init__(self, wide: np.ndarray, dim: int, normalize: bool):
+        self.wide, self.dim, self.normalize = wide, dim, normalize
         self.shape = (wide.shape[0], dim)
         self.dtype = np.dtype(np.float16)
         self.filename = getattr(wide, "filename", None)  # the file a cache drop applies to
@@ -52,11 +44,6 @@ class PrefixMatrix:
 
     def __len__(self) -> int:
         return self.shape[0]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes this size adds on disk: its scale factors (the vectors are the wide file's)."""
-        return 0 if self.scale is None else int(self.scale.nbytes)
 
     def __getitem__(self, rows) -> np.ndarray:
         return self.rows32(rows).astype(np.float16)
@@ -70,8 +57,9 @@ class PrefixMatrix:
             raise TypeError("a PrefixMatrix is indexed by rows only")
         part = np.array(self.wide[rows, : self.dim], copy=True)  # only the prefix's bytes, contiguous
         wide = torch.from_numpy(part).float()  # torch widens float16 several times faster than NumPy
-        if self.scale is not None:
-            wide *= torch.from_numpy(np.array(self.scale[rows], dtype=np.float32, copy=True)).unsqueeze(-1)
+        if self.normalize:
+            norms = torch.linalg.vector_norm(wide, dim=-1, keepdim=True)
+            wide /= torch.where(norms > 0, norms, torch.ones_like(norms))  # a zero prefix stays zero
         return wide.numpy()
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
@@ -80,9 +68,9 @@ class PrefixMatrix:
 
 
 def open_stored(folder: Path, num_docs: int, sizes, prefixes: dict[Size, Size],
-                 scaled: bool) -> dict[Size, np.ndarray]:
+                normalized: bool) -> dict[Size, np.ndarray]:
     """Each stored size's vectors in an index folder: its own memory-mapped ``LxD.npy``, or for a size in
-    ``prefixes`` a :class:`PrefixMatrix` over its source (``scaled``: with its ``.scale.npy`` factors).
+    ``prefixes`` a :class:`PrefixMatrix` over its source (brought to unit length when ``normalized``).
     A missing, unreadable or misshapen file is a one-line error naming it."""
     out: dict[Size, np.ndarray] = {}
     for s in sorted(sizes, key=lambda s: s in prefixes):  # the wide files first
@@ -91,8 +79,7 @@ def open_stored(folder: Path, num_docs: int, sizes, prefixes: dict[Size, Size],
             if wide is None or prefixes[s].layer != s.layer or prefixes[s].dim < s.dim:
                 raise InputError(f"{s} is stored as a prefix of {prefixes[s]}, which this index does not store "
                                  f"as a wider size of layer {s.layer}", folder / "manifest.json")
-            scale = _load(folder / "vectors" / f"{s}{SCALE}", (num_docs,), np.float32) if scaled else None
-            out[s] = PrefixMatrix(wide, s.dim, scale)
+            out[s] = PrefixMatrix(wide, s.dim, normalized)
         else:
             out[s] = _load(folder / "vectors" / f"{s}.npy", (num_docs, s.dim), np.float16)
     return out
