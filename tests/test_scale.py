@@ -121,3 +121,12 @@ def test_the_flat_float32_baseline_is_filled_in_place_and_searches_as_faiss_add(
     for a, b in zip(built.search(q, 10), added.search(q, 10)):
         np.testing.assert_array_equal(a, b)
     assert scale.flat_float32(matrix[:0]).ntotal == 0
+
+
+def test_a_flat_baselines_bytes_are_counted_without_serialising_it(index, monkeypatch):
+    from experiments import baselines
+
+    built = scale.flat_float32(index.vectors[FULL])
+    expected = len(faiss.serialize_index(built))
+    monkeypatch.setattr(faiss, "serialize_index", lambda i: (_ for _ in ()).throw(AssertionError("serialised")))
+    assert abs(baselines.ram_bytes(built) - expected) < 200  # the vectors, less a header
