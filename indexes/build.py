@@ -138,7 +138,7 @@ def build_index(
     vectors: str | Path | None = None,
     ray: str | None = None,
     binary_index: str = "flat",
-    prefixes: bool = True,
+    prefixes: bool = False,
 ) -> Path:
     """Index ``corpus`` into folder ``out``; rerun the same call to resume an interrupted build.
 
@@ -147,9 +147,9 @@ def build_index(
     ``skip``ped; either way an :class:`EmptyDocsWarning` and the manifest give their count and ids.
     ``device``: where the model encodes (default: a GPU when torch sees one).
     ``binary``: stored sizes whose sign bits also get a binary (Hamming) FAISS index, ``shortlist/bLxD.faiss``.
-    ``prefixes``: store each layer's narrower sizes once, as prefixes of its widest stored size (with a
-    float32 unit-length factor per document when the model normalises; see :mod:`indexes.prefixes`);
-    False: every size in its own file.
+    ``prefixes``: store each layer's narrower sizes once, as prefixes of its widest stored size (brought
+    to unit length as they are read; see :mod:`indexes.prefixes`): less disk, slower reads. Default:
+    every size in its own file.
     ``binary_index``: its type, ``flat`` (exact), ``hnsw`` or ``ivf`` (for large corpora; plans pass them
     ``~ef=N`` or ``~nprobe=N``), recorded in the manifest.
     ``vectors``: build from precomputed vectors instead of a corpus (pass ``corpus=None``): a folder with
@@ -198,7 +198,7 @@ def build_index(
 
 def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, batch_size, overwrite,
            progress, encoder, threads, bm25, empty_docs, device, binary=None, from_vectors=False,
-           ray=None, binary_index="flat", prefixes=True) -> Path:
+           ray=None, binary_index="flat", prefixes=False) -> Path:
     if out.exists() and not overwrite:
         raise StarbucksError(f"{out} already exists; pass --overwrite to rebuild it")
     if out.exists() and not (out / MANIFEST).is_file():
@@ -237,8 +237,8 @@ def _build(source, out: Path, model, shortlist, rerank, index_type, chunk_size, 
         state["binary"] = [str(s) for s in binary]
     if binary_index != "flat":
         state["binary_index"] = binary_index
-    if not prefixes:
-        state["prefixes"] = False
+    if prefixes:
+        state["prefixes"] = True
     if ray is not None:
         state.update(ray=True, encoder=encoder, batch_size=batch_size)
     _check_resume(work, state)
@@ -511,7 +511,7 @@ def _check_prefix(chunk, size: Size, wide_size: Size, rebuilt: np.ndarray) -> No
         docid = chunk["docids"][bad[0]]
         raise StarbucksError(f"the {size} vectors of document {docid!r} are not the first {size.dim} coordinates of "
                              f"its {wide_size} vectors (at unit length when the model normalises), as "
-                             f"the model makes them: check the vectors, or build with --separate-prefixes")
+                             f"the model makes them: check the vectors, or build without --prefixes")
 
 
 def _store_binary(final: Path, sizes, index_type: str, num_docs: int, prefixes: dict, normalized: bool) -> None:

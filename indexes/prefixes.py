@@ -2,14 +2,15 @@
 
 The model cuts size (n, d) from layer n's pooled (and adapted) vector, so each stored size of a layer
 is the first d coordinates of the widest stored size of that layer, rescaled to unit length when the
-model normalises. An index built with prefixes (the default) keeps one float16 file per layer,
-``vectors/LxD.npy`` for its widest size D; the manifest's ``prefixes`` maps each narrower size to it.
+model normalises. An index built with prefixes (``--prefixes``; not the default) keeps one float16
+file per layer, ``vectors/LxD.npy`` for its widest size D; the manifest's ``prefixes`` maps each
+narrower size to it.
 
 Read through :class:`PrefixMatrix`, a prefix size looks like its own float16 matrix: its rows are the
 first d coordinates of the wide rows, divided by their own length when the model normalises (computed
-as they are read: cheaper than looking up a stored factor for each random row). A rescoring reads the
-same pages either way (a document's prefix lies inside its wider row); a scan of a prefix size reads
-the wide rows. ``experiments/prefix_storage.py`` measures both against separate files.
+as they are read, so no factor is stored). A prefix row lies inside its wider row, so reads spread over
+the wide file; ``experiments/prefix_storage.py`` measures that against separate files, which are faster
+(hence not the default).
 """
 from __future__ import annotations
 

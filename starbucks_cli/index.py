@@ -40,9 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="encode shards of the corpus on a Ray cluster (its address; none: a local Ray), each "
                         "shard resumable, then build the index from their vectors (needs the ray extra)")
-    p.add_argument("--separate-prefixes", action="store_true",
-                   help="store every size in its own file (default: a layer's narrower sizes are read as prefixes "
-                        "of its widest stored vector, with a 4-byte scale per document)")
+    p.add_argument("--prefixes", action="store_true",
+                   help="store a layer's narrower sizes once, read as prefixes of its widest stored vector: less "
+                        "disk, slower reads (default: every size in its own file)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
     p.set_defaults(func=run, check=check)
 
@@ -87,6 +87,6 @@ def run(args) -> None:
         overwrite=args.overwrite, progress=not args.quiet, encoder=args.encoder, threads=args.threads,
         bm25=args.bm25, empty_docs=args.empty_docs, device=pick_device(args.device, args.quiet),
         binary=args.binary, vectors=args.vectors, ray=args.ray, binary_index=args.binary_index,
-        prefixes=not args.separate_prefixes,
+        prefixes=args.prefixes,
     )
     print(summary(out, time.perf_counter() - start))

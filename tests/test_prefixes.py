@@ -24,12 +24,12 @@ def cosine_model():
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory, cosine_model):
-    """The same corpus indexed with prefixes (the default) and with every size in its own file."""
+    """The same corpus indexed with prefixes and with every size in its own file (the default)."""
     root = tmp_path_factory.mktemp("prefixes")
     corpus = write_corpus(root / "corpus.jsonl", 300)
     kw = dict(model=cosine_model, chunk_size=64, progress=False, encoder="torch", binary="4x32", **SIZES)
-    return (Index(build_index(corpus, root / "once", **kw)),
-            Index(build_index(corpus, root / "separate", prefixes=False, **kw)))
+    return (Index(build_index(corpus, root / "once", prefixes=True, **kw)),
+            Index(build_index(corpus, root / "separate", **kw)))
 
 
 def test_prefix_sources_are_each_layers_widest():
@@ -79,7 +79,7 @@ def test_without_normalisation_a_prefix_is_exact(tmp_path, tiny_model):
     sizes = parse_sizes("4x16,4x32,4x48")
     vectors = write_random_vectors(tmp_path / "vec", sizes, 120)
     built = Index(build_index(None, tmp_path / "idx", model=tiny_model, vectors=vectors, shortlist="4x16",
-                              rerank="4x32,4x48", progress=False))
+                              rerank="4x32,4x48", progress=False, prefixes=True))
     assert sorted(p.name for p in (built.path / "vectors").iterdir()) == ["4x48.npy"]
     for s in sizes:
         np.testing.assert_array_equal(built.vectors[s][np.arange(120)],
@@ -94,11 +94,11 @@ def test_vectors_that_are_not_prefixes_are_refused(tmp_path, tiny_model, capsys)
             "--rerank", "4x48"]
     tiny_model.save(tmp_path / "m")
     capsys.readouterr()
-    assert main([*args, "--out", str(tmp_path / "bad")]) == 2
+    assert main([*args, "--out", str(tmp_path / "bad"), "--prefixes"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "are not the first 16 coordinates of its 4x48 vectors" in err
-    assert "--separate-prefixes" in err
-    assert main([*args, "--out", str(tmp_path / "ok"), "--separate-prefixes"]) == 0
+    assert "build without --prefixes" in err
+    assert main([*args, "--out", str(tmp_path / "ok")]) == 0
     assert Index(tmp_path / "ok").manifest.prefixes == {}
 
 
