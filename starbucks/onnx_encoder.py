@@ -199,10 +199,14 @@ class OnnxEncoder(Encoder):
         pooled = {}
         for number in range(1, depth + 1):
             given = {"hidden_in": hidden, "bias": bias, "attention_mask": mask}
-            hidden, vector = self._sessions[number].run(None, {name: given[name] for name in self._inputs[number]})
+            # Fetch a layer's pooled vector only where a size needs it (its pooling and adaptor then do not
+            # run), and the hidden state only where a deeper layer follows.
+            fetch = ["hidden"] * (number < depth) + ["pooled"] * (number in wanted)
+            out = dict(zip(fetch, self._sessions[number].run(fetch, {name: given[name] for name in self._inputs[number]})))
             self.runs[f"layer{number}"] += 1
+            hidden = out.get("hidden")
             if number in wanted:
-                pooled[number] = vector
+                pooled[number] = out["pooled"]
         return {s: finish(pooled[s.layer][:, : s.dim], self.config.normalized) for s in sizes}
 
 

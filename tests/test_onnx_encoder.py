@@ -51,6 +51,29 @@ def test_a_plan_ending_at_layer_n_runs_n_layers(model):
     assert encoder.runs == {"embed": 2, "layer1": 2, "layer2": 2, "layer3": 1, "layer4": 1}
 
 
+class _Recording:
+    """A session that records which outputs each run fetched."""
+
+    def __init__(self, session, log, name):
+        self.session, self.log, self.name = session, log, name
+
+    def run(self, fetch, feed):
+        self.log.append((self.name, tuple(fetch) if fetch is not None else None))
+        return self.session.run(fetch, feed)
+
+
+def test_a_layer_pools_only_where_a_size_needs_it(model):
+    encoder = OnnxEncoder(model, "fp32")
+    expected = encoder.encode_queries(QUERIES, [Size(2, 16), Size(4, 48)])
+    log = []
+    encoder._sessions = [_Recording(s, log, n) for s, n in zip(encoder._sessions, encoder.runs)]
+    got = encoder.encode_queries(QUERIES, [Size(2, 16), Size(4, 48)])
+    assert [entry for entry in log if entry[0] != "embed"] == [
+        ("layer1", ("hidden",)), ("layer2", ("hidden", "pooled")), ("layer3", ("hidden",)), ("layer4", ("pooled",))]
+    for s in expected:
+        np.testing.assert_array_equal(got[s], expected[s])
+
+
 def test_export_is_cached_by_fingerprint(model, tmp_path):
     folder = graph_folder(model, "fp32")
     assert (folder / EXPORT_INFO).is_file() and folder.parent == tmp_path / "cache" / "onnx"
