@@ -1,6 +1,7 @@
 """Open a finished index: shortlist indexes in RAM, every size's vectors memory-mapped."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -253,7 +254,11 @@ def _float_rows(matrix, rows) -> torch.Tensor:
     if isinstance(matrix, PrefixMatrix):
         return torch.from_numpy(matrix.rows32(rows))
     part = np.asarray(matrix[rows])
-    return torch.from_numpy(part if part.flags.writeable else np.array(part)).float()  # a map's slice is read-only
+    if part.flags.writeable:
+        return torch.from_numpy(part).float()
+    with warnings.catch_warnings():  # a map's slice is read-only: widened straight from the map, never written
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(part).float()
 
 
 def _dot(wide: torch.Tensor, queries: np.ndarray) -> np.ndarray:
