@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from indexes.files import atomic_write_json
-from retrieval.plan import Plan, Stage
+from retrieval.plan import Plan
 
 CALIBRATION = "calibration.json"
 

@@ -258,6 +258,7 @@ class Planner:
         self.source = "calibration" if frontier is not None else "cost model"
         self._warned = False
         self._chosen: dict[tuple, Plan] = {}
+        self._predicted: dict[tuple, float | None] = {}  # (plan, calibrated) -> its latency, for observe
         self._ratios: collections.deque = collections.deque(maxlen=DRIFT_WINDOW)
         self._lock = threading.Lock()
 
@@ -308,6 +309,7 @@ class Planner:
         with self._lock:
             self._costs = costs
             self._chosen.clear()
+            self._predicted.clear()
             self._ratios.clear()
         return costs
 
@@ -315,7 +317,12 @@ class Planner:
         """Record a budgeted query's measured latency; when recent queries run well away from what
         the cost model predicts, measure it again (calibrated plans only warn: rerun calibrate)."""
         calibrated = self.frontier is not None and self.source == "calibration"
-        predicted = self.frontier.measured(plan) if calibrated else (self._costs.predict(plan) if self._costs else None)
+        key = (plan, calibrated)
+        predicted = self._predicted.get(key, False)
+        if predicted is False:  # looked up once per plan: at sub-millisecond budgets the lookup itself counts
+            predicted = self.frontier.measured(plan) if calibrated else (self._costs.predict(plan) if self._costs else None)
+            if calibrated or self._costs is not None:
+                self._predicted[key] = predicted
         if not predicted:
             return
         with self._lock:
