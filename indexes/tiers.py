@@ -7,8 +7,10 @@
   corpus is cut into 255 steps, ``value ~ low + code * step``. A score is then
   ``q . low + (q * step) . code``, computed from the codes directly (a gather and a matrix product).
 
-Only the index's rerank sizes (``manifest.rerank``) are held, all of them unless the tier's text names
-some (``int8:6x384``); rescoring at a size the tier does not hold reads its memory-mapped rows.
+A tier holds every rerank size of its index (``manifest.rerank``) unless its text names the sizes to
+hold (``int8:6x384``); a named size may be any stored size, a shortlist size too (a plan that shortlists
+6x384 through a compressed index and reranks it exactly: ``6x384~nprobe=64:100,6x384:10``). Rescoring
+at a size the tier does not hold reads its memory-mapped rows.
 """
 from __future__ import annotations
 
@@ -64,11 +66,11 @@ class RerankTier:
 
     def __init__(self, index, tier: str = "mmap"):
         kind, sizes = parse_tier(tier)
-        rerank = index.manifest.rerank
-        missing = [str(s) for s in sizes or [] if s not in rerank]
+        rerank, stored = index.manifest.rerank, index.manifest.sizes
+        missing = [str(s) for s in sizes or [] if s not in stored]
         if missing:
-            raise StarbucksError(f"rerank tier {tier!r}: {', '.join(missing)} is not a rerank size of {index.path} "
-                                 f"(its rerank sizes: {', '.join(map(str, rerank))})")
+            raise StarbucksError(f"rerank tier {tier!r}: {', '.join(missing)} is not stored in {index.path} "
+                                 f"(stored sizes: {', '.join(map(str, stored))})")
         self.kind, self.name = kind, tier
         self.sizes = [] if kind == "mmap" else list(sizes or rerank)
         self.every = sizes is None  # holds every rerank size of its index
@@ -80,14 +82,14 @@ class RerankTier:
                 self.held[size] = quantize(index.vectors[size])
 
     def check(self, index) -> None:
-        """A one-line error unless the tier holds the rerank sizes of ``index`` it names (every one unless it
-        names some), one row per document."""
+        """A one-line error unless the tier holds the sizes of ``index`` it names (every rerank size unless
+        it names some), one row per document."""
         for size, held in self.held.items():
             rows = len(held.codes if isinstance(held, Quantized) else held)
-            if size not in index.manifest.rerank or rows != len(index):
+            if size not in index.manifest.sizes or rows != len(index):
                 raise StarbucksError(f"this {self.kind} rerank tier holds {rows} rows of {size}, which does not "
-                                     f"match {index.path} ({len(index)} documents, rerank sizes "
-                                     f"{', '.join(map(str, index.manifest.rerank))})")
+                                     f"match {index.path} ({len(index)} documents, stored sizes "
+                                     f"{', '.join(map(str, index.manifest.sizes))})")
         if set(self.held) != set(self.sizes) or (self.every and self.kind != "mmap"
                                                  and set(self.sizes) != set(index.manifest.rerank)):
             raise StarbucksError(f"this {self.kind} rerank tier was loaded for another index than {index.path}")

@@ -123,7 +123,7 @@ def test_a_bad_tier_is_refused_in_one_line(index_path, tiny_model, capsys):
     for bad, message in ((f"mmap:{FULL}", "the mmap tier holds nothing in RAM, so it takes no sizes"),
                          ("int8:", "bad rerank tier 'int8:': no sizes"),
                          ("int8:9xx", "bad rerank tier 'int8:9xx'"),
-                         (f"int8:{SHORT}", f"{SHORT} is not a rerank size of .* \\(its rerank sizes: {MID}, {FULL}\\)")):
+                         ("int8:2x16", f"2x16 is not stored in .* \\(stored sizes: {SHORT}, {MID}, {FULL}\\)")):
         with pytest.raises(StarbucksError, match=message) as e:
             Searcher(index_path, model=tiny_model, encoder="torch", rerank_tier=bad)
         assert "\n" not in str(e.value)
@@ -144,6 +144,19 @@ def test_a_tier_naming_sizes_holds_only_those_and_reads_the_rest_from_the_map(se
     assert [x.docids for x in a] == [x.docids for x in b] and [x.scores for x in a] == [x.scores for x in b]
     shared = Searcher(index, model=tiny_model, encoder="torch", rerank_tier=partial.tier)
     assert shared.tier is partial.tier
+
+
+def test_a_tier_may_hold_a_shortlist_size(searchers, tiny_model):
+    """A plan whose first rerank is at its shortlist's own size (a compressed shortlist reranked exactly)
+    can have that size in RAM: the tier holds it, scores it like the memory map, and the plan runs from it."""
+    index = searchers["int8"].index
+    held = Searcher(index, model=tiny_model, encoder="torch", rerank_tier=f"float16:{SHORT}")
+    assert set(held.tier.held) == {SHORT} and held.tier.nbytes == DOCS * SHORT.dim * 2
+    rows, q = [np.arange(3, DOCS, 5)], random_queries(1)[:, : SHORT.dim]
+    np.testing.assert_array_equal(index.rescore_batch(SHORT, q, rows, held.tier)[0], index.rescore_batch(SHORT, q, rows)[0])
+    plan = f"{SHORT}:200,{SHORT}:10"
+    a, b = (s.search_batch(QUERIES, k=10, budget=plan) for s in (held, searchers["mmap"]))
+    assert [x.docids for x in a] == [x.docids for x in b]
 
 
 def test_cli_search_with_a_tier(index_path, tiny_model_dir, capsys):
