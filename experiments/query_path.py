@@ -10,8 +10,8 @@ one thread:
 2. time every system on each evaluation query in turn (so load from other work falls on
    all alike), ``--repeats`` passes, each query's median: exhaustive full size with torch
    (the path before the fast encoder), ONNX fp32 and ONNX int8; every calibrated frontier
-   plan (early exits among them), and each dense one again with int8 query vectors against
-   the same index; BM25 alone, BM25 then the full size, and fused plans; the default path
+   plan (early exits among them), and each one that encodes the query (dense or fused)
+   again with int8 query vectors against the same index; BM25 alone, BM25 then the full size, and fused plans; the default path
    (``budget=None``); then budget tables: searching with ``budget=B`` for budgets from the
    frontier's measured latencies, each budget over every query in a block (as a service with
    one budget runs), the blocks alternating over the passes, over the evaluation topics and
@@ -64,9 +64,10 @@ def systems(searchers: dict, default: str, frontier, full) -> list[tuple[str, st
     out = [("exhaustive", f"{full}:{K} exhaustive, {kind}", _plan(searchers[kind], Plan.exhaustive(full, K)))
            for kind in ENCODERS]
     out += [("frontier", f"{p.plan} ({default})", _plan(s, p.plan)) for p in frontier.points]
-    # The same dense plans with int8 query vectors, searched against the same (fp32-encoded) index.
+    # The same plans with int8 query vectors, searched against the same (fp32-encoded) index: every
+    # frontier plan that encodes the query (dense and fused; BM25 alone encodes nothing).
     out += [("frontier int8 queries", f"{p.plan} (onnx-int8)", _plan(searchers["onnx-int8"], p.plan))
-            for p in frontier.points if not p.plan.uses_bm25]
+            for p in frontier.points if p.plan.sizes]
     out += [("BM25", f"bm25:{K}", _plan(s, Plan.parse(f"bm25:{K}")))]
     out += [("hybrid", f"{h.format(full=full)} ({default})", _plan(s, Plan.parse(h.format(full=full)))) for h in HYBRIDS]
     out += [("default", f"budget=None ({default})", lambda q: s.search(q, k=K))]
