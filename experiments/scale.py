@@ -64,7 +64,7 @@ TARGET = 0.99
 BATCH = 32
 DEEP_KEEPS = (5000, 10000, 20000, 50000, 100000, 200000)
 DEEP_SEARCH = {"ef": (512, 1024), "nprobe": (128, 256, 512)}  # ANN search values beyond the planner's, for recall near 1
-DEEP_SEARCH_KEEPS = (1000, 2000, 5000, 10000, 20000)  # depths tried with them (an ANN search deeper than this is a scan)
+DEEP_SEARCH_KEEPS = (100, 200, 500, 1000, 2000, 5000, 10000, 20000)  # depths tried with them (an ANN search deeper than this is a scan)
 SHORTLIST_TYPES = ("flat", "hnsw", "ivfpq")  # float shortlist indexes the cascades are measured with
 BINARY_TYPES = ("flat", "hnsw", "ivf")  # binary shortlist indexes
 RUN_ONLY = "torch"  # the encoder of searchers that only run plans from encoded vectors (no ONNX session to load)
@@ -325,7 +325,7 @@ def tiers(searcher: Searcher, index: Index, plan: Plan, encoded: Encoded, truth_
     n, out = len(index), {}
     files = [index.vectors[s] for s in set(plan.sizes)]
     encode_ms = float(np.mean(encoded.encode_ms[plan.layer]))
-    held = ",".join(map(str, sorted(set(plan.sizes[1:]) & set(index.manifest.rerank))))
+    held = ",".join(map(str, sorted(set(plan.sizes[1:]))))  # a shortlist size reranked exactly is held too
     for tier in [k if k == "mmap" else f"{k}:{held}" for k in kinds if k == "mmap" or held]:
         for cold in ((False, True) if tier == "mmap" and with_cold else (False,)):
             drop_cache(files, page_cache=cold)  # warm: only unmapped, so RSS growth counts the pages searches touch
@@ -459,7 +459,7 @@ def against_hnsw(searcher: Searcher, variants: dict[str, Index], grids: dict, en
         shortlist = shortlist_bytes(variants[kind], plan) / n
         timed = tiers(searcher, variants[kind], plan, encoded, truth_rows, ("mmap", "int8"), False)
         last = plan[-1]
-        if len(plan) > 1 and last.size in searcher.index.manifest.rerank and plan[-2].keep > REFINE:
+        if len(plan) > 1 and plan[-2].keep > REFINE:
             # int8 codes rescore, then the best REFINE exactly from the memory map (a repeated size refines)
             refined = Plan([*plan[:-1], last._replace(keep=REFINE), last])
             timed.update(tiers(searcher, variants[kind], refined, encoded, truth_rows, ("int8",), False))
