@@ -274,8 +274,16 @@ def rerank_bytes(plan: Plan) -> float:
     return sum(s.dim * 2 for s in set(plan.sizes[1:]))
 
 
+def written_type(shortlist_types: list[str]) -> str:
+    """The FAISS type the synthetic index's float shortlists are written with: flat when flat shortlists
+    are measured (or none are), else the first type measured (so no flat index is built only to be
+    replaced: over 10M full-size vectors that is 15 GB)."""
+    return "flat" if "flat" in shortlist_types or not shortlist_types else shortlist_types[0]
+
+
 def cascades(searcher: Searcher, encoded: Encoded, qids: list[str], qrels, truth_rows: list[set],
-             kinds: list[str], binary_sizes: list, written_s: float) -> tuple[dict, dict, dict[str, Index], Index]:
+             kinds: list[str], binary_sizes: list, written_build_s: float,
+             written: str = "flat") -> tuple[dict, dict, dict[str, Index], Index]:
     """For each kind of shortlist, the cheapest cascade of its grid reaching the target (else the best):
     timed from query vectors, with its build time and RSS growth. Returns (systems, grids, each kind's
     index variant, the variant of the fastest of them: the one reaching the target, else the one with
@@ -286,8 +294,8 @@ def cascades(searcher: Searcher, encoded: Encoded, qids: list[str], qrels, truth
         print(f"   cascades with {kind} shortlists", flush=True)
         drop_cache(list(index.vectors.values()), page_cache=False)  # RSS growth counts the pages its searches map
         with Resident() as resident:
-            other, build_s = (index, written_s) if kind == "flat" else variant(index, kind, binary_sizes)
-            kind_searcher = searcher if kind == "flat" else runner(searcher, other)
+            other, build_s = (index, written_build_s) if kind == written else variant(index, kind, binary_sizes)
+            kind_searcher = searcher if kind == written else runner(searcher, other)
             points = grid(kind_searcher, encoded, qids, qrels, binary=kind.startswith("binary-"))
             ok = [p for p in points if p.effectiveness >= TARGET]
             chosen = min(ok, key=lambda p: p.ms) if ok else max(points, key=lambda p: p.effectiveness)
@@ -523,7 +531,9 @@ def run_size(n: int, generator: Generator, real: Index, model, topics: dict, sho
     shutil.rmtree(folder, ignore_errors=True)
     with Resident() as written:
         t = time.perf_counter()
-        write_index(generator, real, folder, n, shortlist, sizes=parse_sizes(args.sizes) if args.sizes else None)
+        built = {}
+        write_index(generator, real, folder, n, shortlist, sizes=parse_sizes(args.sizes) if args.sizes else None,
+                    index_type=written_type(args.shortlist_types), timings=built)
         written_s = time.perf_counter() - t
         searcher = Searcher(folder, model=model, threads=args.threads)
     qids = list(topics)
@@ -534,7 +544,8 @@ def run_size(n: int, generator: Generator, real: Index, model, topics: dict, sho
     truth_rows = [{int(d[1:]) for d in qrels[q]} for q in qids]
     binary_sizes = parse_sizes(args.binary) if args.binary else [full]
     kinds = [*args.shortlist_types, *(f"binary-{k}" for k in args.binary_types)]
-    systems, grids, variants, best_index = cascades(searcher, encoded, qids, qrels, truth_rows, kinds, binary_sizes, written_s)
+    systems, grids, variants, best_index = cascades(searcher, encoded, qids, qrels, truth_rows, kinds, binary_sizes,
+                                                    built["shortlist_s"], written_type(args.shortlist_types))
     best = next(s for s in systems.values() if not any(_better(o, s) for o in systems.values()))
     plan = Plan.parse(best["plan"])
     profiled = profile(runner(searcher, best_index), plan, encoded)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -104,9 +105,11 @@ class Generator:
 
 
 def write_index(generator: Generator, like: Index, out: Path, n: int, shortlist: list[Size],
-                seed: int = 1, index_type: str = "flat", progress: bool = True, sizes: list[Size] | None = None) -> Path:
+                seed: int = 1, index_type: str = "flat", progress: bool = True, sizes: list[Size] | None = None,
+                timings: dict | None = None) -> Path:
     """A synthetic index folder of ``n`` documents, with the model and settings of ``like``; it stores
-    ``sizes`` and the ``shortlist`` sizes (default: every size of ``like``)."""
+    ``sizes`` and the ``shortlist`` sizes (default: every size of ``like``). ``timings``, if given, gets
+    the seconds the shortlist indexes took to build (``shortlist_s``)."""
     import faiss
 
     out = Path(out)
@@ -127,10 +130,13 @@ def write_index(generator: Generator, like: Index, out: Path, n: int, shortlist:
         m.flush()
     write_docids(out, (f"s{i}" for i in range(n)))
     (out / "shortlist").mkdir()
+    t = time.perf_counter()
     for s in shortlist:
         index = new_index(index_type, s.dim, n)
         fill_index(index, matrices[s])
         faiss.write_index(index, str(out / "shortlist" / f"{s}.faiss"))
+    if timings is not None:
+        timings["shortlist_s"] = time.perf_counter() - t
     files = {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": file_digest(p)}
              for p in sorted(out.rglob("*")) if p.is_file()}
     m = like.manifest

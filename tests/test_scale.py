@@ -130,3 +130,20 @@ def test_a_flat_baselines_bytes_are_counted_without_serialising_it(index, monkey
     expected = len(faiss.serialize_index(built))
     monkeypatch.setattr(faiss, "serialize_index", lambda i: (_ for _ in ()).throw(AssertionError("serialised")))
     assert abs(baselines.ram_bytes(built) - expected) < 200  # the vectors, less a header
+
+
+def test_the_synthetic_index_is_written_with_the_first_measured_shortlist_type():
+    assert scale.written_type(["ivfpq", "hnsw"]) == "ivfpq"
+    assert scale.written_type(["hnsw", "flat"]) == "flat" and scale.written_type([]) == "flat"
+
+
+def test_ram_tiers_hold_a_shortlist_size_a_plan_reranks_exactly(index, tiny_model):
+    from retrieval import Plan, Searcher
+    from retrieval.calibrate import Encoded
+
+    searcher = Searcher(index, model=tiny_model, encoder="torch", threads=1)
+    encoded = Encoded(searcher, ["coffee roasting", "jazz harmony"], progress=False)
+    qrels = scale.truth(index, encoded.vectors[FULL], ["q0", "q1"])
+    truth_rows = [{int(d[1:]) for d in qrels[q]} for q in ("q0", "q1")]
+    rows = scale.tiers(searcher, index, Plan.parse(f"{SHORT}:300,{SHORT}:10"), encoded, truth_rows, with_cold=False)
+    assert sorted(r["tier"] for r in rows.values()) == [f"float16:{SHORT}", f"int8:{SHORT}", "mmap warm"]
