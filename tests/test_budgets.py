@@ -175,3 +175,29 @@ def test_frontier_latencies_keep_the_slow_searches_a_mean_counts(index_copy, tin
         time.sleep(0.03) if len(calls) == 4 else None))  # calls: warm-up, then 3 passes over 2 queries
     (point,) = end_to_end(searcher, [Point(Plan.parse("4x48:50"), 0.001, 0.9)], ["a", "b"], k=10, repeats=3)
     assert point.ms >= 30 / 6
+
+
+def test_frontier_latencies_keep_each_plans_slowest_pass(index_copy, tiny_model, monkeypatch):
+    """Passes run every plan in turn; a plan keeps its slowest pass's mean, so a slow spell of the machine
+    during one pass counts whole (the overall mean would dilute it), and each plan keeps its own."""
+    import time
+
+    from retrieval.calibrate import end_to_end
+
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    order = []
+    slow = {("4x48:50", 2)}  # (plan, pass) pairs that run slowly
+
+    def search(text, k, budget):
+        order.append(str(budget))
+        done = sum(1 for b in order if b == str(budget)) - 1  # this plan's searches before this one (warm-up first)
+        if (str(budget), (done - 1) // 2 if done else -1) in slow:
+            time.sleep(0.02)
+
+    monkeypatch.setattr(searcher, "search", search)
+    points = [Point(Plan.parse("4x48:50"), 0.001, 0.9), Point(Plan.parse("1x8:100,4x48:10"), 0.001, 0.8)]
+    fast_plan_ms = end_to_end(searcher, points, ["a", "b"], k=10, repeats=3)
+    assert order[2:] == ["4x48:50"] * 2 + ["1x8:100,4x48:10"] * 2 + ["4x48:50"] * 2 + ["1x8:100,4x48:10"] * 2 + \
+        ["4x48:50"] * 2 + ["1x8:100,4x48:10"] * 2  # warm-ups, then passes over every plan in turn
+    assert fast_plan_ms[0].ms >= 20  # its third pass: 20 ms a search (the overall mean would be under 7)
+    assert fast_plan_ms[1].ms < 5
