@@ -532,8 +532,9 @@ def run_size(n: int, generator: Generator, real: Index, model, topics: dict, sho
     with Resident() as written:
         t = time.perf_counter()
         built = {}
-        write_index(generator, real, folder, n, shortlist, sizes=parse_sizes(args.sizes) if args.sizes else None,
-                    index_type=written_type(args.shortlist_types), timings=built)
+        with building():  # its shortlist indexes are built with --build-threads too
+            write_index(generator, real, folder, n, shortlist, sizes=parse_sizes(args.sizes) if args.sizes else None,
+                        index_type=written_type(args.shortlist_types), timings=built)
         written_s = time.perf_counter() - t
         searcher = Searcher(folder, model=model, threads=args.threads)
     qids = list(topics)
