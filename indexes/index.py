@@ -1,7 +1,6 @@
 """Open a finished index: shortlist indexes in RAM, every size's vectors memory-mapped."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -253,12 +252,8 @@ def _float_rows(matrix, rows) -> torch.Tensor:
     a prefix size's rows come rescaled, without a float16 round trip."""
     if isinstance(matrix, PrefixMatrix):
         return torch.from_numpy(matrix.rows32(rows))
-    part = np.asarray(matrix[rows])
-    if part.flags.writeable:
-        return torch.from_numpy(part).float()
-    with warnings.catch_warnings():  # a map's slice is read-only: widened straight from the map, never written
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(part).float()
+    # One widening copy, straight from the map for a slice (read-only, so not shared with torch).
+    return torch.tensor(np.asarray(matrix[rows]), dtype=torch.float32)
 
 
 def _dot(wide: torch.Tensor, queries: np.ndarray) -> np.ndarray:
