@@ -11,7 +11,8 @@ one thread:
    all alike), ``--repeats`` passes, each query's median: exhaustive full size with torch
    (the path before the fast encoder), ONNX fp32 and ONNX int8; every calibrated frontier
    plan (early exits among them), and each one that encodes the query (dense or fused)
-   again with int8 query vectors against the same index; BM25 alone, BM25 then the full size, and fused plans; the default path
+   again with int8 query vectors against the same index; BM25 alone, BM25 then the full
+   size, and fused plans; the default path
    (``budget=None``); then budget tables: searching with ``budget=B`` for budgets from the
    frontier's measured latencies, each budget over every query in a block (as a service with
    one budget runs), the blocks alternating over the passes, over the evaluation topics and

@@ -531,10 +531,10 @@ def run_size(n: int, generator: Generator, real: Index, model, topics: dict, sho
     shutil.rmtree(folder, ignore_errors=True)
     with Resident() as written:
         t = time.perf_counter()
-        built = {}
+        built, written_kind = {}, written_type(args.shortlist_types)
         with building():  # its shortlist indexes are built with --build-threads too
             write_index(generator, real, folder, n, shortlist, sizes=parse_sizes(args.sizes) if args.sizes else None,
-                        index_type=written_type(args.shortlist_types), timings=built)
+                        index_type=written_kind, timings=built)
         written_s = time.perf_counter() - t
         searcher = Searcher(folder, model=model, threads=args.threads)
     qids = list(topics)
@@ -546,7 +546,7 @@ def run_size(n: int, generator: Generator, real: Index, model, topics: dict, sho
     binary_sizes = parse_sizes(args.binary) if args.binary else [full]
     kinds = [*args.shortlist_types, *(f"binary-{k}" for k in args.binary_types)]
     systems, grids, variants, best_index = cascades(searcher, encoded, qids, qrels, truth_rows, kinds, binary_sizes,
-                                                    built["shortlist_s"], written_type(args.shortlist_types))
+                                                    built["shortlist_s"], written_kind)
     best = next(s for s in systems.values() if not any(_better(o, s) for o in systems.values()))
     plan = Plan.parse(best["plan"])
     profiled = profile(runner(searcher, best_index), plan, encoded)

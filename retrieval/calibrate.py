@@ -134,8 +134,8 @@ def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int
     """The points with their latency measured as a search pays it: ``search(text, budget=plan)``, query
     after query, in ``repeats`` passes; each pass runs every plan over every query in turn, so the passes
     of one plan lie minutes apart. A point keeps the mean of its slowest pass. The budget contract is about
-    mean latency, and on a shared machine a block of searches runs 10-30 % slower at one time than at
-    another: a plan selected by a budget its slowest pass fits keeps that promise more often than one
+    mean latency, and on a shared machine the same block of searches runs slower at some times than at
+    others: a plan selected by a budget its slowest pass fits keeps that promise more often than one
     whose average pass just fits. (A mean, not a per-query median: a median drops the occasional slow
     search the contract counts.)
 
