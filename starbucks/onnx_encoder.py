@@ -1,9 +1,13 @@
-"""The fast encoder: the model exported to ONNX Runtime as one graph per layer, chained.
+"""The fast encoder: the model exported to ONNX Runtime as one graph per layer, run as one graph per exit.
 
-A query for a plan that ends at layer n runs the embedding graph and layers 1..n, and
-nothing more. Each layer graph takes the previous hidden state and returns the next one
-plus that layer's pooled vector (``StarbucksModel.pool_layer``, adaptors included), so any
-layer is an exit; truncation and normalisation happen after, as in ``StarbucksModel.pool``.
+The export writes the embedding graph and one graph per layer. Each layer graph takes the
+previous hidden state and returns the next one plus that layer's pooled vector
+(``StarbucksModel.pool_layer``, adaptors included), so any layer is an exit. At search time
+the graphs a set of sizes needs are joined into one (``exit_graph``): the embedding, layers
+1..n where n is the deepest size's layer, and the pooled outputs of the layers the sizes
+name, nothing else. One run per batch instead of one per layer saves ONNX Runtime's per-run
+overhead, and the pooling of a layer no size needs is not in the graph at all. Truncation
+and normalisation happen after, as in ``StarbucksModel.pool``.
 
 Variants: ``fp32`` (the exported graphs) and ``int8`` (dynamic quantisation with
 per-channel weight scales; per-tensor scales drift too far from fp32). The graphs are
@@ -18,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -163,11 +168,55 @@ def _write_info(out: Path, model: StarbucksModel, variant: str) -> None:
     (out / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
 
 
-class OnnxEncoder(Encoder):
-    """``Encoder`` on ONNX Runtime: same inputs, same outputs, one graph per layer.
+def exit_graph(folder: Path, exits: tuple[int, ...]):
+    """One ONNX graph: the embedding, layers 1..max(exits) chained, and outputs ``pooled{n}`` for each
+    layer n in ``exits`` (inputs ``input_ids``, ``attention_mask``). Joined from the exported graphs,
+    which are left as they are; every node and weight keeps its values, so its outputs are the chained
+    graphs' outputs."""
+    import onnx
+    from onnx import compose, helper
 
-    ``runs`` counts how often each graph ran (``embed``, ``layer1``, ...), so a caller can
-    see that a plan ending at layer n ran n layers.
+    embed = onnx.load(str(folder / "embed.onnx"))
+    nodes, weights = list(embed.graph.node), list(embed.graph.initializer)
+    opsets = {o.domain: o.version for o in embed.opset_import}
+    outputs, hidden = [], "hidden"
+    for number in range(1, max(exits) + 1):
+        prefix = f"layer{number}/"
+        layer = compose.add_prefix(onnx.load(str(folder / f"layer{number}.onnx")), prefix)
+        for o in layer.opset_import:
+            opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
+        joined = {prefix + "hidden_in": hidden, prefix + "bias": "bias", prefix + "attention_mask": "attention_mask"}
+        for node in layer.graph.node:
+            node.input[:] = [joined.get(name, name) for name in node.input]
+        nodes += layer.graph.node
+        weights += layer.graph.initializer
+        if number in exits:
+            pooled = helper.make_tensor_value_info(f"pooled{number}", onnx.TensorProto.FLOAT, ["batch", None])
+            nodes.append(helper.make_node("Identity", [prefix + "pooled"], [pooled.name]))
+            outputs.append(pooled)
+        hidden = prefix + "hidden"
+    # Only what the outputs need: a layer's pooling and adaptor stay out unless it is an exit.
+    needed, kept = {o.name for o in outputs}, []
+    for node in reversed(nodes):
+        if needed.intersection(node.output):
+            kept.append(node)
+            needed.update(node.input)
+    weights = [w for w in weights if w.name in needed]
+    graph = helper.make_graph(kept[::-1], "exits-" + "-".join(map(str, exits)), list(embed.graph.input), outputs, weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+    model.ir_version = embed.ir_version
+    return model
+
+
+EXIT_GRAPHS = 8  # exit graphs kept per encoder (each holds its own copy of the weights), least recently used dropped
+
+
+class OnnxEncoder(Encoder):
+    """``Encoder`` on ONNX Runtime: same inputs, same outputs, one graph run per batch.
+
+    ``runs`` counts how often each exported graph ran (``embed``, ``layer1``, ...), so a caller
+    can see that a plan ending at layer n ran n layers; ``graphs`` holds the exit graphs' sessions,
+    keyed by the layers they pool at.
     """
 
     def __init__(self, model: StarbucksModel, variant: str = "fp32", threads: int = 1, batch_size: int = 32):
@@ -184,29 +233,32 @@ class OnnxEncoder(Encoder):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        self._sessions = [ort.InferenceSession(str(self.folder / f"{name}.onnx"), options,
-                                               providers=["CPUExecutionProvider"])
-                          for name in layer_names(model.num_layers)]
+        self.options = options
         self.runs = {name: 0 for name in layer_names(model.num_layers)}
-        # An input a graph does not read (the mask, under CLS pooling) is pruned by the export.
-        self._inputs = [[i.name for i in session.get_inputs()] for session in self._sessions]
+        self.graphs: dict[tuple[int, ...], object] = {}
+        self._graphs_lock = threading.Lock()
+
+    def session(self, exits: tuple[int, ...]):
+        """The session of the exit graph pooling at ``exits`` (sorted layer numbers), built on first use."""
+        import onnxruntime as ort
+
+        with self._graphs_lock:
+            session = self.graphs.pop(exits, None)
+            if session is None:
+                graph = exit_graph(self.folder, exits).SerializeToString()
+                session = ort.InferenceSession(graph, self.options, providers=["CPUExecutionProvider"])
+            self.graphs[exits] = session  # most recently used last
+            while len(self.graphs) > EXIT_GRAPHS:
+                del self.graphs[next(iter(self.graphs))]
+            return session
 
     def _vectors(self, input_ids: np.ndarray, mask: np.ndarray, sizes: list[Size]) -> dict[Size, np.ndarray]:
-        depth = max(s.layer for s in sizes)
-        wanted = {s.layer for s in sizes}
-        hidden, bias = self._sessions[0].run(None, {"input_ids": input_ids, "attention_mask": mask})
-        self.runs["embed"] += 1
-        pooled = {}
-        for number in range(1, depth + 1):
-            given = {"hidden_in": hidden, "bias": bias, "attention_mask": mask}
-            # Fetch a layer's pooled vector only where a size needs it (its pooling and adaptor then do not
-            # run), and the hidden state only where a deeper layer follows.
-            fetch = ["hidden"] * (number < depth) + ["pooled"] * (number in wanted)
-            out = dict(zip(fetch, self._sessions[number].run(fetch, {name: given[name] for name in self._inputs[number]})))
-            self.runs[f"layer{number}"] += 1
-            hidden = out.get("hidden")
-            if number in wanted:
-                pooled[number] = out["pooled"]
+        exits = tuple(sorted({s.layer for s in sizes}))
+        pooled = dict(zip(exits, self.session(exits).run([f"pooled{n}" for n in exits],
+                                                         {"input_ids": input_ids, "attention_mask": mask})))
+        with self._graphs_lock:
+            for name in layer_names(max(exits)):
+                self.runs[name] += 1
         return {s: finish(pooled[s.layer][:, : s.dim], self.config.normalized) for s in sizes}
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from starbucks.encoder import Encoder, make_encoder
 from starbucks.errors import StarbucksError
-from starbucks.onnx_encoder import EXPORT_INFO, OnnxEncoder, graph_folder
+from starbucks import onnx_encoder
+from starbucks.onnx_encoder import EXPORT_INFO, OnnxEncoder, exit_graph, graph_folder
 from starbucks.sizes import Size
 from tests.conftest import make_tiny_model
 
@@ -51,27 +52,28 @@ def test_a_plan_ending_at_layer_n_runs_n_layers(model):
     assert encoder.runs == {"embed": 2, "layer1": 2, "layer2": 2, "layer3": 1, "layer4": 1}
 
 
-class _Recording:
-    """A session that records which outputs each run fetched."""
-
-    def __init__(self, session, log, name):
-        self.session, self.log, self.name = session, log, name
-
-    def run(self, fetch, feed):
-        self.log.append((self.name, tuple(fetch) if fetch is not None else None))
-        return self.session.run(fetch, feed)
-
-
 def test_a_layer_pools_only_where_a_size_needs_it(model):
     encoder = OnnxEncoder(model, "fp32")
-    expected = encoder.encode_queries(QUERIES, [Size(2, 16), Size(4, 48)])
-    log = []
-    encoder._sessions = [_Recording(s, log, n) for s, n in zip(encoder._sessions, encoder.runs)]
     got = encoder.encode_queries(QUERIES, [Size(2, 16), Size(4, 48)])
-    assert [entry for entry in log if entry[0] != "embed"] == [
-        ("layer1", ("hidden",)), ("layer2", ("hidden", "pooled")), ("layer3", ("hidden",)), ("layer4", ("pooled",))]
-    for s in expected:
-        np.testing.assert_array_equal(got[s], expected[s])
+    assert list(encoder.graphs) == [(2, 4)]
+    session = encoder.graphs[(2, 4)]
+    assert [o.name for o in session.get_outputs()] == ["pooled2", "pooled4"]
+    graph = exit_graph(encoder.folder, (2, 4))
+    produced = {name for node in graph.graph.node for name in node.output}
+    assert {f"layer{n}/pooled" for n in range(1, 5)} & produced == {"layer2/pooled", "layer4/pooled"}
+    assert not [name for name in produced if name.startswith("layer5/")]
+    # Pooling at two exits in one run gives what one exit at a time gives.
+    chained = OnnxEncoder(model, "fp32")
+    for s in got:
+        np.testing.assert_array_equal(got[s], chained.encode_queries(QUERIES, [s])[s])
+
+
+def test_exit_graphs_are_kept_up_to_a_bound(model, monkeypatch):
+    monkeypatch.setattr(onnx_encoder, "EXIT_GRAPHS", 2)
+    encoder = OnnxEncoder(model, "fp32")
+    for sizes in ([Size(1, 8)], [Size(2, 8)], [Size(1, 8)], [Size(3, 8), Size(1, 8)]):
+        encoder.encode_queries(["coffee"], sizes)
+    assert list(encoder.graphs) == [(1,), (1, 3)]
 
 
 def test_export_is_cached_by_fingerprint(model, tmp_path):
@@ -91,7 +93,7 @@ def test_threads_are_honoured(model):
 
     encoder = make_encoder(model, "onnx", threads=1)
     assert encoder.threads == 1 and torch.get_num_threads() == 1 and faiss.omp_get_max_threads() == 1
-    options = encoder._sessions[1].get_session_options()
+    options = encoder.session((1,)).get_session_options()
     assert options.intra_op_num_threads == 1
     assert make_encoder(model, "torch", threads=1).kind == "torch"
 
