@@ -149,8 +149,8 @@ def run(name: str, model: StarbucksModel, args) -> dict:
     # block, the blocks alternating over the passes.
     measured = {**timed(compared, topics, args.repeats), **timed(budgeted, topics, args.repeats, interleave=False)}
     # Warm: the same systems, each over every query in a block (its model's weights stay in the caches).
-    for name, row in timed(compared, topics, args.repeats, interleave=False).items():
-        measured[name]["warm"] = {key: row[key] for key in ("mean_ms", "p50_ms", "p95_ms")}
+    for system, row in timed(compared, topics, args.repeats, interleave=False).items():
+        measured[system]["warm"] = {key: row[key] for key in ("mean_ms", "p50_ms", "p95_ms")}
     for row in measured.values():
         row["nDCG@10"] = score(row.pop("rankings"), qrels, _ndcg())["nDCG@10"]
     # The contract itself: the same budgets searched over the calibration topics they were set on.
