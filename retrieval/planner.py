@@ -14,8 +14,10 @@ plus, for every later stage, ``rescore_us[size] x candidates it receives``.
 A measurement belongs to the machine, the encoder, the thread count and the rerank tier (``machine_key``):
 change any and it is measured again. Encoding is measured in separate rounds; rounds that
 disagree (other work on the machine) are retried once and then used but never cached.
-Budgeted searches record their latency, and when recent ones run well away from the
-prediction the cost model is measured again (``Planner.observe``).
+Budgeted searches record their latency against the prediction (``Planner.observe``). The median
+ratio of the last few is the machine's pace: a budget takes the plans whose latency times the pace
+fits it, so a budget keeps its promise while the machine runs slower than it was measured (and spends
+what a faster one leaves). When recent ratios run well away from 1 the cost model is measured again.
 
 Choosing: after ``starbucks calibrate`` (``calibration.json`` measured on this machine,
 encoder and index), the most effective calibrated plan whose measured latency fits the
@@ -55,6 +57,8 @@ MEASURE_ROUNDS = 3  # separate rounds of the encoding measurement
 MAX_SPREAD = 1.5  # rounds further apart than this: the machine was busy; not cached
 DRIFT = 1.5  # observed latency this far above or below the prediction (median of recent queries): re-measure
 DRIFT_WINDOW = 16  # budgeted queries the drift check looks at
+PACE_WINDOW = 8  # budgeted queries the pace is the median of
+PACE_STEP = 0.05  # a pace this far (relative) from the one the cached choices were made at chooses again
 SPARSE_KEEPS = (100, 200, 500, 1000)  # BM25 shortlist depths the planner considers
 FUSIONS = ("rrf", "linear:0.3", "linear:0.5", "linear:0.7")  # fusions of BM25 with the full size it considers
 SEARCH_VALUES = {"ef": (32, 64, 256), "nprobe": (4, 16, 64)}  # per-search values tried beside the stored one
@@ -260,6 +264,8 @@ class Planner:
         self._chosen: dict[tuple, Plan] = {}
         self._predicted: dict[tuple, float | None] = {}  # (plan, calibrated) -> its latency, for observe
         self._ratios: collections.deque = collections.deque(maxlen=DRIFT_WINDOW)
+        self._observed = 0  # budgeted searches recorded since the last drift check
+        self.pace = 1.0  # observed / predicted latency of recent budgeted searches (median)
         self._lock = threading.Lock()
 
     @classmethod
@@ -311,11 +317,15 @@ class Planner:
             self._chosen.clear()
             self._predicted.clear()
             self._ratios.clear()
+            self._observed = 0
+            self.pace = 1.0
         return costs
 
     def observe(self, plan: Plan, ms: float) -> None:
-        """Record a budgeted query's measured latency; when recent queries run well away from what
-        the cost model predicts, measure it again (calibrated plans only warn: rerun calibrate)."""
+        """Record a budgeted query's measured latency. The median ratio to the prediction over the last
+        ``PACE_WINDOW`` queries sets the pace budgets are planned at (cached choices are made again when
+        it moves by more than ``PACE_STEP``); when the median over ``DRIFT_WINDOW`` queries runs well
+        away from 1, the cost model is measured again (calibrated plans only warn: rerun calibrate)."""
         calibrated = self.frontier is not None and self.source == "calibration"
         key = (plan, calibrated)
         predicted = self._predicted.get(key, False)
@@ -327,10 +337,16 @@ class Planner:
             return
         with self._lock:
             self._ratios.append(ms / predicted)
-            if len(self._ratios) < DRIFT_WINDOW:
+            self._observed += 1
+            if len(self._ratios) >= PACE_WINDOW:
+                pace = statistics.median(list(self._ratios)[-PACE_WINDOW:])
+                if abs(pace / self.pace - 1) > PACE_STEP:
+                    self.pace = pace
+                    self._chosen = {key: p for key, p in self._chosen.items() if key[0] is None}
+            if self._observed < DRIFT_WINDOW:
                 return
+            self._observed = 0
             ratio = statistics.median(self._ratios)
-            self._ratios.clear()
         if 1 / DRIFT <= ratio <= DRIFT:
             return
         if calibrated:
@@ -399,8 +415,9 @@ class Planner:
         return plans
 
     def choose(self, budget: float | None, k: int) -> Plan:
-        """The most effective plan whose (measured or predicted) latency in ms fits ``budget``;
-        ``None``: the default plan (``default``). Cached per (budget, k)."""
+        """The most effective plan whose (measured or predicted) latency in ms, times the pace, fits
+        ``budget`` (the cheapest plan when none does; a budget below the cheapest plan's latency is an
+        error at any pace); ``None``: the default plan (``default``). Cached per (budget, k) and pace."""
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
                                    or not math.isfinite(budget) or budget <= 0):
             raise ValueError(f"budget must be a positive number of milliseconds, a Plan or None, not {budget!r}")
@@ -414,7 +431,7 @@ class Planner:
 
     def _choose(self, budget: float, k: int) -> Plan:
         if self.frontier is not None:
-            plan = self.frontier.choose(budget, k)
+            plan = self.frontier.choose(budget, k, self.pace)
             if plan is not None:
                 self.source = "calibration"
                 return plan
@@ -423,13 +440,13 @@ class Planner:
             self._warn(f"{self.index.path} has no calibration for this machine")
         plans = self.candidates(k)
         costs = self.costs
-        fits = [p for p in plans if costs.predict(p) <= budget]
-        if not fits:
-            cheapest = min(plans, key=costs.predict)
+        cheapest = min(plans, key=costs.predict)
+        if costs.predict(cheapest) > budget:
             raise ValueError(
                 f"budget {budget:g} ms is below the cheapest plan on this machine "
                 f"({cheapest}: {costs.predict(cheapest):.2f} ms predicted)"
             )
+        fits = [p for p in plans if costs.predict(p) * self.pace <= budget] or [cheapest]
         n = len(self.index)
         return max(fits, key=lambda p: (self.expected_effectiveness(p, n, self._stored(p)), -costs.predict(p)))
 

@@ -149,6 +149,42 @@ def test_budget_contract_on_a_synthetic_frontier(seed):
         assert point.ms <= 1.1 * chosen[str(point.plan)]
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_a_paced_budget_fits_its_plan_at_the_pace(seed):
+    """While the machine runs ``pace`` times slower than calibrated, a budget takes the most effective
+    plan whose latency times the pace fits (the cheapest when none does); feasibility ignores the pace."""
+    frontier = synthetic_frontier(seed)
+    cheapest = frontier.points[0]
+    for pace in (0.7, 1.3, 2.0):
+        for budget in sorted({p.ms * f for p in frontier.points for f in (1.0, 1.05, 1.5)}):
+            plan = frontier.choose(budget, 10, pace)
+            point = next(p for p in frontier.points if p.plan == plan)
+            fitting = [p for p in frontier.points if p.ms * pace <= budget]
+            assert point.ms * pace <= budget if fitting else point is cheapest
+            assert all(q.effectiveness <= point.effectiveness for q in fitting)
+        with pytest.raises(ValueError, match="below the cheapest calibrated plan"):
+            frontier.choose(cheapest.ms * 0.99, 10, pace)
+
+
+def test_the_pace_follows_observed_latencies_and_moves_cached_choices(index_copy, tiny_model):
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    points = [Point(Plan.parse("1x8:100,4x48:10"), 2.0, 0.5), Point(Plan.parse("4x48:50"), 4.0, 0.9)]
+    planner = Planner(searcher.index, fake_costs(searcher), Frontier("m", "i", "nDCG@10", 10, "t", 9, 2, points),
+                      searcher)
+    chosen = planner.choose(4.2, 10)
+    assert chosen.sizes == points[1].plan.sizes and planner.pace == 1.0
+    for _ in range(planner_module.PACE_WINDOW):
+        planner.observe(chosen, 4.0 * 1.3)  # the machine runs 30 % slower than calibrated
+    assert planner.pace == pytest.approx(1.3)
+    assert planner.choose(4.2, 10).sizes == points[0].plan.sizes  # 4.0 x 1.3 > 4.2: the cheaper plan
+    for _ in range(planner_module.PACE_WINDOW):
+        planner.observe(points[0].plan, 2.0 * 1.02)  # the machine recovered
+    assert planner.pace == pytest.approx(1.02)
+    assert planner.choose(4.2, 10).sizes == points[1].plan.sizes
+    with pytest.raises(ValueError, match="below the cheapest"):
+        planner.choose(1.9, 10)
+
+
 def test_frontier_latencies_are_measured_as_searches(index_copy, tiny_model, monkeypatch):
     from retrieval.calibrate import end_to_end
 
