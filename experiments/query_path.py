@@ -61,8 +61,7 @@ ENCODERS = ("torch", "onnx", "onnx-int8")
 HYBRIDS = ("bm25:1000,{full}:10", "bm25:1000,{full}:10,fuse=rrf", "bm25:1000,{full}:10,fuse=linear:0.3",
            "bm25:1000,{full}:10,fuse=linear:0.5", "bm25:1000,{full}:10,fuse=linear:0.7")
 ROUND_BUDGETS = (1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0)
-HELD_OUT = {"scifact": "runs/train-data/scifact-train-bm25.holdout.tsv",
-            "nfcorpus-dev": "runs/train-data/nfcorpus-train-bm25.holdout.tsv"}
+HELD_OUT = {"scifact": "scifact", "nfcorpus-dev": "nfcorpus"}  # the training recipes' collection names
 
 
 def systems(searchers: dict, default: str, frontier, full) -> list[tuple[str, str, object]]:
@@ -173,12 +172,20 @@ def run(name: str, model: StarbucksModel, args) -> dict:
 
 def held_out_topics(name: str) -> tuple[dict, dict, str] | None:
     """The judged train topics the training recipes hold out (never trained on, by the default
-    model's adaptors either), where ``experiments.training.default_model --stages data`` wrote them."""
-    if name not in HELD_OUT or not Path(HELD_OUT[name]).is_file():
+    model's adaptors either): drawn here as ``experiments.training.default_model --stages data``
+    draws them (the same count and seed), so no file from a training run is needed."""
+    import inspect
+
+    from experiments.training.default_model import HOLDOUT
+    from training.build_data import build_train_data, split_holdout
+
+    if name not in HELD_OUT:
         return None
-    held = read_qrels(HELD_OUT[name])
+    path = CALIBRATION_SPLITS[name][1]
+    seed = inspect.signature(build_train_data).parameters["seed"].default
+    _, held = split_holdout(read_qrels(path), HOLDOUT[HELD_OUT[name]], seed, path)
     chosen = judged_topics(read_topics(CALIBRATION_SPLITS[name][0]), held)
-    return chosen, {q: held[q] for q in chosen}, f"{len(chosen)} held-out judged train topics ({HELD_OUT[name]})"
+    return chosen, {q: held[q] for q in chosen}, f"{len(chosen)} held-out judged train topics of {path}"
 
 
 def budget_row(budget: float, row: dict, frontier) -> dict:

@@ -14,10 +14,10 @@ plus, for every later stage, ``rescore_us[size] x candidates it receives``.
 A measurement belongs to the machine, the encoder, the thread count and the rerank tier (``machine_key``):
 change any and it is measured again. Encoding is measured in separate rounds; rounds that
 disagree (other work on the machine) are retried once and then used but never cached.
-Budgeted searches record their latency against the prediction (``Planner.observe``). The median
-ratio of the last few is the machine's pace: a budget takes the plans whose latency times the pace
-fits it, so a budget keeps its promise while the machine runs slower than it was measured (and spends
-what a faster one leaves). When recent ratios run well away from 1 the cost model is measured again.
+Budgeted searches record their latency against the prediction (``Planner.observe``). When the
+median ratio of the last few runs more than 10 % over 1, that is the machine's pace: a budget takes
+the plans whose latency times the pace fits it, so a budget keeps its promise while the machine runs
+slower than it was measured. When recent ratios run well away from 1 the cost model is measured again.
 
 Choosing: after ``starbucks calibrate`` (``calibration.json`` measured on this machine,
 encoder and index), the most effective calibrated plan whose measured latency fits the
@@ -59,6 +59,9 @@ DRIFT = 1.5  # observed latency this far above or below the prediction (median o
 DRIFT_WINDOW = 16  # budgeted queries the drift check looks at
 PACE_WINDOW = 8  # budgeted queries the pace is the median of
 PACE_STEP = 0.05  # a pace this far (relative) from the one the cached choices were made at chooses again
+PACE_SLACK = 1.1  # the pace counts only when searches run slower than this (the budget contract's tolerance)
+PACE_MIN_MS = 1.0  # plans faster than this do not set the pace: fixed overheads and jitter dominate them
+PACE_EXPIRY = 32  # budgeted searches without a plan that sets the pace, after which it returns to 1
 SPARSE_KEEPS = (100, 200, 500, 1000)  # BM25 shortlist depths the planner considers
 FUSIONS = ("rrf", "linear:0.3", "linear:0.5", "linear:0.7")  # fusions of BM25 with the full size it considers
 SEARCH_VALUES = {"ef": (32, 64, 256), "nprobe": (4, 16, 64)}  # per-search values tried beside the stored one
@@ -265,7 +268,9 @@ class Planner:
         self._predicted: dict[tuple, float | None] = {}  # (plan, calibrated) -> its latency, for observe
         self._ratios: collections.deque = collections.deque(maxlen=DRIFT_WINDOW)
         self._observed = 0  # budgeted searches recorded since the last drift check
-        self.pace = 1.0  # observed / predicted latency of recent budgeted searches (median)
+        self._paced: collections.deque = collections.deque(maxlen=PACE_WINDOW)  # ratios of plans that set the pace
+        self._quiet = 0  # budgeted searches since the last one that could set the pace
+        self.pace = 1.0  # how much slower than measured searches run now (1: within PACE_SLACK)
         self._lock = threading.Lock()
 
     @classmethod
@@ -318,14 +323,19 @@ class Planner:
             self._predicted.clear()
             self._ratios.clear()
             self._observed = 0
+            self._paced.clear()
             self.pace = 1.0
         return costs
 
     def observe(self, plan: Plan, ms: float) -> None:
-        """Record a budgeted query's measured latency. The median ratio to the prediction over the last
-        ``PACE_WINDOW`` queries sets the pace budgets are planned at (cached choices are made again when
-        it moves by more than ``PACE_STEP``); when the median over ``DRIFT_WINDOW`` queries runs well
-        away from 1, the cost model is measured again (calibrated plans only warn: rerun calibrate)."""
+        """Record a budgeted query's measured latency.
+
+        The pace: the median ratio to the prediction over the last ``PACE_WINDOW`` searches of plans
+        predicted at ``PACE_MIN_MS`` or more, when it exceeds ``PACE_SLACK`` (else 1). Cached choices are
+        made again when it moves by more than ``PACE_STEP``. After ``PACE_EXPIRY`` searches with none
+        such (the pace moved a budget to a sub-millisecond plan), it returns to 1, so the budget tries
+        its plan again. Drift: when the median over ``DRIFT_WINDOW`` searches runs well away from 1,
+        the cost model is measured again (calibrated plans only warn: rerun calibrate)."""
         calibrated = self.frontier is not None and self.source == "calibration"
         key = (plan, calibrated)
         predicted = self._predicted.get(key, False)
@@ -338,11 +348,17 @@ class Planner:
         with self._lock:
             self._ratios.append(ms / predicted)
             self._observed += 1
-            if len(self._ratios) >= PACE_WINDOW:
-                pace = statistics.median(list(self._ratios)[-PACE_WINDOW:])
-                if abs(pace / self.pace - 1) > PACE_STEP:
-                    self.pace = pace
-                    self._chosen = {key: p for key, p in self._chosen.items() if key[0] is None}
+            if predicted >= PACE_MIN_MS:
+                self._paced.append(ms / predicted)
+                self._quiet = 0
+                if len(self._paced) == PACE_WINDOW:
+                    ratio = statistics.median(self._paced)
+                    self._set_pace(ratio if ratio > PACE_SLACK else 1.0)
+            else:
+                self._quiet += 1
+                if self._quiet >= PACE_EXPIRY and self.pace != 1.0:
+                    self._paced.clear()
+                    self._set_pace(1.0)
             if self._observed < DRIFT_WINDOW:
                 return
             self._observed = 0
@@ -354,6 +370,12 @@ class Planner:
                           f"--remeasure on this machine", stacklevel=3)
         else:
             self.remeasure()
+
+    def _set_pace(self, pace: float) -> None:
+        """A new pace (under the lock); the cached budget choices go when it moved by more than PACE_STEP."""
+        if abs(pace / self.pace - 1) > PACE_STEP or (pace == 1.0) != (self.pace == 1.0):
+            self.pace = pace
+            self._chosen = {key: p for key, p in self._chosen.items() if key[0] is None}
 
     def default(self, k: int) -> Plan:
         """The plan for ``budget=None``: the calibrated frontier's most effective plan, else a

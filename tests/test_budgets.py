@@ -168,21 +168,44 @@ def test_a_paced_budget_fits_its_plan_at_the_pace(seed):
 
 def test_the_pace_follows_observed_latencies_and_moves_cached_choices(index_copy, tiny_model):
     searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
-    points = [Point(Plan.parse("1x8:100,4x48:10"), 2.0, 0.5), Point(Plan.parse("4x48:50"), 4.0, 0.9)]
+    points = [Point(Plan.parse("bm25:100"), 0.3, 0.3), Point(Plan.parse("1x8:100,4x48:10"), 2.0, 0.5),
+              Point(Plan.parse("4x48:50"), 4.0, 0.9)]
+    planner = Planner(searcher.index, fake_costs(searcher), Frontier("m", "i", "nDCG@10", 10, "t", 9, 3, points),
+                      searcher)
+    window = planner_module.PACE_WINDOW
+    slow, middle, cheap = (p.plan for p in reversed(points))
+    assert planner.choose(4.2, 10).sizes == slow.sizes and planner.pace == 1.0
+    for _ in range(window):
+        planner.observe(slow, 4.0 * 1.08)  # within the contract's tolerance: no pace
+    assert planner.pace == 1.0
+    for _ in range(window):
+        planner.observe(slow, 4.0 * 1.3)  # the machine runs 30 % slower than calibrated
+    assert planner.pace == pytest.approx(1.3)
+    assert planner.choose(4.2, 10).sizes == middle.sizes  # 4.0 x 1.3 > 4.2: the cheaper plan
+    for _ in range(window):
+        planner.observe(middle, 2.0 * 1.02)  # the machine recovered
+    assert planner.pace == 1.0 and planner.choose(4.2, 10).sizes == slow.sizes
+    with pytest.raises(ValueError, match="below the cheapest"):
+        planner.choose(0.29, 10)  # feasibility ignores the pace
+
+
+def test_sub_millisecond_plans_do_not_set_the_pace_and_it_expires(index_copy, tiny_model):
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    points = [Point(Plan.parse("bm25:100"), 0.3, 0.3), Point(Plan.parse("4x48:50"), 4.0, 0.9)]
     planner = Planner(searcher.index, fake_costs(searcher), Frontier("m", "i", "nDCG@10", 10, "t", 9, 2, points),
                       searcher)
-    chosen = planner.choose(4.2, 10)
-    assert chosen.sizes == points[1].plan.sizes and planner.pace == 1.0
+    cheap, slow = (p.plan for p in points)
+    for _ in range(planner_module.PACE_EXPIRY):
+        planner.observe(cheap, 0.3 * 1.4)  # sub-millisecond: jitter, not the machine's pace
+    assert planner.pace == 1.0
     for _ in range(planner_module.PACE_WINDOW):
-        planner.observe(chosen, 4.0 * 1.3)  # the machine runs 30 % slower than calibrated
+        planner.observe(slow, 4.0 * 1.3)
+    assert planner.pace == pytest.approx(1.3) and planner.choose(4.2, 10) == cheap
+    for _ in range(planner_module.PACE_EXPIRY - 1):
+        planner.observe(cheap, 0.3)
     assert planner.pace == pytest.approx(1.3)
-    assert planner.choose(4.2, 10).sizes == points[0].plan.sizes  # 4.0 x 1.3 > 4.2: the cheaper plan
-    for _ in range(planner_module.PACE_WINDOW):
-        planner.observe(points[0].plan, 2.0 * 1.02)  # the machine recovered
-    assert planner.pace == pytest.approx(1.02)
-    assert planner.choose(4.2, 10).sizes == points[1].plan.sizes
-    with pytest.raises(ValueError, match="below the cheapest"):
-        planner.choose(1.9, 10)
+    planner.observe(cheap, 0.3)  # nothing has set the pace for PACE_EXPIRY searches: try the plan again
+    assert planner.pace == 1.0 and planner.choose(4.2, 10).sizes == slow.sizes
 
 
 def test_frontier_latencies_are_measured_as_searches(index_copy, tiny_model, monkeypatch):
