@@ -295,8 +295,8 @@ def summary_table(out: Path) -> str:
         s = json.loads(path.read_text())["result"]["summary"]
         f, d, h = s["fastest_within_1pct"], s["fastest_dense_within_1pct"], s["hybrid"]
         lines.append(f"| {path.stem} | {s['today']['mean_ms']:.2f} | {f['system']} | {f['mean_ms']:.2f} | "
-                     f"{f['x_today']:.1f}x | {f['x_exhaustive_default_encoder']:.1f}x | "
-                     f"{d['system']} ({d['mean_ms']:.2f} ms) | {d['x_today']:.1f}x | {warm_cells(s)} | "
+                     f"{f['x_today']:.2f}x | {f['x_exhaustive_default_encoder']:.2f}x | "
+                     f"{d['system']} ({d['mean_ms']:.2f} ms) | {d['x_today']:.2f}x | {warm_cells(s)} | "
                      f"{held(s['budgets_hold'], s['budgets_broken'])} | "
                      f"{held(s.get('budgets_hold_on_calibration_topics'), s.get('budgets_broken_on_calibration_topics'))} | "
                      f"{h['system']} | {h['nDCG@10']:.4f} / {h['bm25']:.4f} / {h['dense_full']:.4f} |")
@@ -307,7 +307,7 @@ def warm_cells(summary: dict) -> str:
     w = summary.get("fastest_within_1pct_warm")
     if not w:
         return "not measured | "
-    return f"{w['system']} ({w['mean_ms']:.2f} ms; today {w['today_ms']:.2f} ms) | {w['x_today']:.1f}x"
+    return f"{w['system']} ({w['mean_ms']:.2f} ms; today {w['today_ms']:.2f} ms) | {w['x_today']:.2f}x"
 
 
 def held(hold: bool | None, broken: list | None) -> str:
