@@ -112,8 +112,22 @@ def scale_table() -> str:
     return "\n".join(parts)
 
 
+def int8_tiers_table() -> str:
+    """The 8-bit rerank tier measurement at 1M documents."""
+    from experiments import int8_tiers
+
+    path = RESULTS / "int8_tiers" / "1000k.json"
+    if not path.is_file():
+        return "(not measured yet: `python -m experiments.int8_tiers`)\n"
+    results = json.loads(path.read_text())
+    p = results["provenance"]
+    return (int8_tiers.table(results) + f"\n`{p['command']}`; one thread, load average "
+            f"{p['machine']['load_average'][0]} at the start. From `experiments/results/int8_tiers/1000k.json`.\n")
+
+
 TABLES = {
     "scale": scale_table,
+    "int8_tiers": int8_tiers_table,
     "compare_adaptors": compare_adaptors_table,
     "default_model": default_model_table,
     "encoders": encoder_table,
