@@ -5,6 +5,7 @@ Pyserini's k1=0.9, b=0.4, so a plan's ``bm25`` stage ranks as ``starbucks bm25``
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -12,6 +13,7 @@ import numpy as np
 
 FOLDER = "bm25"
 K1, B = 0.9, 0.4
+WORDS = re.compile(r"(?u)\b\w\w+\b").findall  # bm25s.tokenize's default token pattern
 
 
 def _stemmer():
@@ -41,16 +43,40 @@ class SparseIndex:
 
         self.folder = Path(folder)
         self._bm25s = bm25s
+        from bm25s.stopwords import STOPWORDS_EN
+
         self._stemmer = _stemmer()
+        self._stopwords = frozenset(STOPWORDS_EN)
         self.retriever = bm25s.BM25.load(str(folder), mmap=True)
+        arrays = self.retriever.scores  # the precomputed per-term scores, CSC: a term's rows and their scores
+        # Plain ndarray views of the memory maps: each slice of a numpy.memmap builds a subclass object.
+        self._data, self._indices, self._indptr = (np.asarray(arrays[key]).view(np.ndarray)
+                                                   for key in ("data", "indices", "indptr"))
+        self._rows = int(arrays["num_docs"])
 
     def tokens(self, queries: Sequence[str]) -> list[list[str]]:
-        return self._bm25s.tokenize(list(queries), stopwords="en", stemmer=self._stemmer,
-                                    return_ids=False, show_progress=False)
+        """Each query's terms as ``bm25s.tokenize`` gives them for the index (lower case, its token pattern,
+        English stop words out, Snowball stems, in order), without its per-call set-up: at one short query
+        a search, building its stop-word set and progress bars cost more than the tokens."""
+        out = []
+        for query in queries:
+            words = [w for w in WORDS(query.lower()) if w not in self._stopwords]
+            out.append(self._stemmer.stemWords(words) if self._stemmer is not None else words)
+        return out
 
     def scores(self, tokens: list[str]) -> np.ndarray:
-        """Every row's BM25 score for one tokenised query (float32)."""
-        return np.asarray(self.retriever.get_scores(tokens), dtype=np.float32)
+        """Every row's BM25 score for one tokenised query (float32), as bm25s's ``get_scores`` sums them
+        (terms outside the vocabulary count nothing, a repeated term twice), one vectorised add per
+        term: a term's postings hold each row once. No terms: every score 0."""
+        vocab = self.retriever.vocab_dict
+        ids = [vocab[t] for t in tokens if t in vocab]
+        out = np.zeros(self._rows, dtype=np.float32)
+        for term in ids:
+            start, end = self._indptr[term], self._indptr[term + 1]
+            out[self._indices[start:end]] += self._data[start:end]
+        if self.retriever.nonoccurrence_array is not None and ids:
+            out += self.retriever.nonoccurrence_array[ids].sum()
+        return out
 
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         """Top-k (scores, rows) per query, best first (ties by row), and each query's full score vector."""

@@ -41,6 +41,36 @@ def reference_bm25(index_texts: list[str], query: str) -> np.ndarray:
     return retriever.get_scores(tokens)
 
 
+TOKEN_CASES = ["Coffee ROASTING, jazz's   harmonies!", "", "the and of a", "été Café naïve 42 x-ray x 3d",
+               "running runs ran runner's", "repeated repeated words words", "ÄÖÜ straße ΣΊΣΥΦΟΣ 東京 tokyo",
+               "e-mail: someone@example.com; http://a.b/c?d=1", "it's not the end... isn't it?"]
+
+
+def test_bm25_query_tokens_equal_bm25s_tokenize(hybrid_index, tiny_model):
+    folder, _ = hybrid_index
+    sparse = Searcher(folder, model=tiny_model, encoder="torch", threads=1).index.bm25
+    reference = bm25s.tokenize(TOKEN_CASES, stopwords="en", stemmer=Stemmer.Stemmer("english"),
+                               return_ids=False, show_progress=False)
+    assert sparse.tokens(TOKEN_CASES) == [list(t) for t in reference]
+    assert sparse.tokens(["the of and"]) == [[]]
+
+
+def test_bm25_scores_equal_bm25s_get_scores(hybrid_index, tiny_model):
+    folder, _ = hybrid_index
+    sparse = Searcher(folder, model=tiny_model, encoder="torch", threads=1).index.bm25
+    for query in [*QUERIES, "coffee coffee roasting", "unseenword coffee"]:
+        tokens = sparse.tokens([query])[0]
+        np.testing.assert_array_equal(sparse.scores(tokens), sparse.retriever.get_scores(tokens))
+    assert not sparse.scores([]).any() and len(sparse.scores([])) == len(sparse.retriever.get_scores(["coffe"]))
+
+
+def test_a_query_of_stop_words_only_searches_bm25_without_error(hybrid_index, tiny_model):
+    folder, _ = hybrid_index
+    searcher = Searcher(folder, model=tiny_model, encoder="torch", threads=1)
+    result = searcher.search("the of and", k=5, budget="bm25:10")
+    assert len(result.docids) == 5 and result.scores == [0.0] * 5
+
+
 def test_plan_text_round_trip():
     for text in ("bm25:1000,6x384:10", "bm25:1000,6x384:10,fuse=rrf", "6x32:200,6x384:10,fuse=linear:0.3", "bm25:50"):
         assert str(Plan.parse(text)) == text and Plan.parse(str(Plan.parse(text))) == Plan.parse(text)
