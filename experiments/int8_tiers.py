@@ -82,18 +82,17 @@ def run(args) -> dict:
     wide = codes(residual, residual.min(axis=0), residual.max(axis=0))
     lo, hi = (np.percentile(residual, p, axis=0).astype(np.float32) for p in PERCENTILES)
     clipped = codes(residual, lo, hi)
-    systems = {
-        "PQ codes alone (shortlist order)": adc,
-        "float16 (exact rerank)": exact,
-        "int8 of the vectors (the int8 tier)": np.einsum("qd,qkd->qk", queries, plain(cand)),
-        "int8 of the residual to PQ": adc + np.einsum("qd,qkd->qk", queries, wide(cand)),
-        f"int8 of the residual to PQ, clipped at {PERCENTILES[0]}/{PERCENTILES[1]} %":
-            adc + np.einsum("qd,qkd->qk", queries, clipped(cand)),
-    }
+    systems = [  # (rerank, its scores, the bytes a document its tier holds)
+        ("PQ codes alone (shortlist order)", adc, 0),
+        ("float16 (exact rerank)", exact, 2 * full.dim),
+        ("int8 of the vectors (the int8 tier)", np.einsum("qd,qkd->qk", queries, plain(cand)), full.dim),
+        ("int8 of the residual to PQ", adc + np.einsum("qd,qkd->qk", queries, wide(cand)), full.dim),
+        (f"int8 of the residual to PQ, clipped at {PERCENTILES[0]}/{PERCENTILES[1]} %",
+         adc + np.einsum("qd,qkd->qk", queries, clipped(cand)), full.dim),
+    ]
     p = ivfpq_params(args.docs, full.dim)
     rows = [{"system": name, "recall@10": recall(cand, s, truth), "score_error_std": float((s - exact).std()),
-             "bytes_per_doc": 0 if "PQ codes" in name else full.dim * (2 if "float16" in name else 1)}
-            for name, s in systems.items()]
+             "bytes_per_doc": nbytes} for name, s, nbytes in systems]
     return {"documents": args.docs, "size": str(full), "queries": len(texts), "candidates": args.candidates,
             "ivfpq": {**p, "nprobe": args.nprobe}, "pq_relative_error": float(np.linalg.norm(residual) / np.linalg.norm(docs)),
             "gap_10_11": {"median": float(np.median(gap)), "p10": float(np.percentile(gap, 10))},

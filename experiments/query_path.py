@@ -174,16 +174,13 @@ def held_out_topics(name: str) -> tuple[dict, dict, str] | None:
     """The judged train topics the training recipes hold out (never trained on, by the default
     model's adaptors either): drawn here as ``experiments.training.default_model --stages data``
     draws them (the same count and seed), so no file from a training run is needed."""
-    import inspect
-
     from experiments.training.default_model import HOLDOUT
-    from training.build_data import build_train_data, split_holdout
+    from training.build_data import SEED, split_holdout
 
     if name not in HELD_OUT:
         return None
     path = CALIBRATION_SPLITS[name][1]
-    seed = inspect.signature(build_train_data).parameters["seed"].default
-    _, held = split_holdout(read_qrels(path), HOLDOUT[HELD_OUT[name]], seed, path)
+    _, held = split_holdout(read_qrels(path), HOLDOUT[HELD_OUT[name]], SEED, path)
     chosen = judged_topics(read_topics(CALIBRATION_SPLITS[name][0]), held)
     return chosen, {q: held[q] for q in chosen}, f"{len(chosen)} held-out judged train topics of {path}"
 

@@ -42,7 +42,6 @@ class SparseIndex:
         import bm25s
 
         self.folder = Path(folder)
-        self._bm25s = bm25s
         from bm25s.stopwords import STOPWORDS_EN
 
         self._stemmer = _stemmer()

@@ -373,7 +373,7 @@ class Planner:
 
     def _set_pace(self, pace: float) -> None:
         """A new pace (under the lock); the cached budget choices go when it moved by more than PACE_STEP."""
-        if abs(pace / self.pace - 1) > PACE_STEP or (pace == 1.0) != (self.pace == 1.0):
+        if abs(pace / self.pace - 1) > PACE_STEP:  # a pace is 1 or above PACE_SLACK: leaving 1 always moves it
             self.pace = pace
             self._chosen = {key: p for key, p in self._chosen.items() if key[0] is None}
 

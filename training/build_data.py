@@ -9,11 +9,13 @@ from starbucks.topics import Qrels, read_qrels, read_topics
 from training.mining import check_qrels, labelled_groups, rank, read_corpus, write_jsonl
 from training.pseudo import pseudo_groups, pseudo_queries
 
+SEED = 42  # default seed: the held-out queries and the sampled negatives
+
 
 def build_train_data(corpus: str | Path, queries: str | Path, qrels: str | Path, out: str | Path,
                      negatives: str = "bm25", model: str | None = None, depth: int = 100,
                      num_negatives: int = 30, skip_top: int = 0, min_relevance: int = 1,
-                     seed: int = 42, threads: int = 1, holdout: int = 0) -> int:
+                     seed: int = SEED, threads: int = 1, holdout: int = 0) -> int:
     """Judged queries with their relevant passages and mined hard negatives; returns the record count.
 
     ``holdout`` queries (drawn with ``seed``) stay out of the file; their judgements go to
@@ -58,7 +60,7 @@ def write_qrels(qrels: Qrels, path: Path) -> None:
 
 def build_pseudo_data(corpus: str | Path, out: str | Path, count: int, negatives: str = "bm25",
                       model: str | None = None, depth: int = 100, num_negatives: int = 30,
-                      skip_top: int = 0, seed: int = 42, threads: int = 1) -> int:
+                      skip_top: int = 0, seed: int = SEED, threads: int = 1) -> int:
     """Label-free records: pseudo-queries cut from ``count`` passages, negatives mined for each."""
     docs = read_corpus(corpus)
     queries = pseudo_queries(docs, count, seed)
