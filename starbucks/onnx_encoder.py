@@ -7,11 +7,13 @@ the graphs a set of sizes needs are joined into one (``exit_graph``): the embedd
 1..n where n is the deepest size's layer, and the pooled outputs of the layers the sizes
 name, nothing else. One run per batch instead of one per layer saves ONNX Runtime's per-run
 overhead, and the pooling of a layer no size needs is not in the graph at all. Truncation
-and normalisation happen after, as in ``StarbucksModel.pool``.
+and normalisation happen after, as in ``StarbucksModel.pool``. A BERT layer's self-attention
+is exported as ONNX Runtime's fused Attention operator (``export``).
 
 Variants: ``fp32`` (the exported graphs) and ``int8`` (dynamic quantisation with
 per-channel weight scales; per-tensor scales drift too far from fp32). The graphs are
-exported once per model and cached, keyed by the model's fingerprint: beside the model
+exported once per model and cached, keyed by the model's fingerprint and the export's
+format (``EXPORT_FORMAT``): beside the model
 when its folder is writable (``MODEL/onnx/``), else in ``$STARBUCKS_CACHE`` (default
 ``~/.cache/starbucks``). An export is written to a temporary folder and renamed into
 place, so concurrent first uses never see half a cache.
@@ -19,6 +21,7 @@ place, so concurrent first uses never see half a cache.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -36,6 +39,8 @@ from starbucks.sizes import Size
 VARIANTS = ("fp32", "int8")
 OPSET = 17
 EXPORT_INFO = "export.json"
+EXPORT_FORMAT = 2  # part of a cache folder's name: 2 exports BERT attention as one fused operator
+MASK_FILTER = -10000.0  # added to the attention scores of padding tokens
 
 
 def cache_root(model: StarbucksModel) -> Path:
@@ -53,7 +58,7 @@ def graph_folder(model: StarbucksModel, variant: str) -> Path:
     """The exported graphs of this model and variant, exporting them first if needed."""
     if variant not in VARIANTS:
         raise StarbucksError(f"unknown ONNX variant {variant!r}: choose one of {', '.join(VARIANTS)}")
-    folder = cache_root(model) / f"{model.fingerprint()}-{variant}"
+    folder = cache_root(model) / f"{model.fingerprint()}-{variant}-v{EXPORT_FORMAT}"
     if (folder / EXPORT_INFO).is_file():
         return folder
     try:
@@ -81,12 +86,18 @@ def layer_names(num_layers: int) -> list[str]:
     return ["embed"] + [f"layer{i}" for i in range(1, num_layers + 1)]
 
 
-def export(model: StarbucksModel, out: Path) -> None:
-    """Write ``embed.onnx`` and ``layer1.onnx``.. ``layerN.onnx`` (fp32) for ``model`` into ``out``."""
+def export(model: StarbucksModel, out: Path, fused: bool = True) -> None:
+    """Write ``embed.onnx`` and ``layer1.onnx``.. ``layerN.onnx`` (fp32) for ``model`` into ``out``.
+
+    With ``fused`` (and a BERT backbone, ``fusable``) a layer's self-attention is one
+    ``com.microsoft`` Attention node over the joined query, key and value weights, instead of
+    the dozens of projection, reshape, transpose, softmax and shape nodes the traced layer has;
+    its outputs are the same to float rounding. Other backbones export their layers as traced."""
     import torch
     from torch import nn
 
     backbone = model.backbone
+    fused = fused and fusable(backbone)
 
     class Embed(nn.Module):
         def __init__(self):
@@ -98,6 +109,30 @@ def export(model: StarbucksModel, out: Path) -> None:
             bias = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
             return hidden, bias
 
+    class Attention(torch.autograd.Function):
+        """Self-attention from one joined QKV projection; exported as ONNX Runtime's fused
+        ``com.microsoft`` Attention operator, computed here as BERT computes it."""
+
+        @staticmethod
+        def forward(ctx, hidden, weight, bias, mask, heads):
+            batch, tokens, width = hidden.shape
+            q, k, v = (hidden @ weight + bias).split(width, dim=-1)
+
+            def split(x):
+                return x.view(batch, tokens, heads, width // heads).transpose(1, 2)
+
+            scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(width // heads)
+            scores = scores + (1.0 - mask[:, None, None, :].to(scores.dtype)) * MASK_FILTER
+            return (scores.softmax(-1) @ split(v)).transpose(1, 2).reshape(batch, tokens, width)
+
+        @staticmethod
+        def symbolic(g, hidden, weight, bias, mask, heads):
+            mask = g.op("Cast", mask, to_i=6)  # int32: a 2-D mask of ones and zeros
+            out = g.op("com.microsoft::Attention", hidden, weight, bias, mask, num_heads_i=heads,
+                       mask_filter_value_f=MASK_FILTER)
+            out.setType(hidden.type())
+            return out
+
     class Layer(nn.Module):
         def __init__(self, number: int):
             super().__init__()
@@ -105,9 +140,21 @@ def export(model: StarbucksModel, out: Path) -> None:
             self.adaptors = model.adaptors  # registered, so their weights export as the graph's own
             self.number = number
 
+            if fused:  # the joined projection, as Attention wants it: [hidden, 3 * hidden]
+                attention = self.layer.attention.self
+                self.register_buffer("qkv_weight", torch.cat(
+                    [attention.query.weight, attention.key.weight, attention.value.weight]).T.contiguous())
+                self.register_buffer("qkv_bias", torch.cat(
+                    [attention.query.bias, attention.key.bias, attention.value.bias]))
+                self.heads = int(backbone.config.num_attention_heads)
+
         def forward(self, hidden, bias, attention_mask):
-            out = self.layer(hidden, attention_mask=bias)
-            out = out[0] if isinstance(out, tuple) else out
+            if fused:
+                context = Attention.apply(hidden, self.qkv_weight, self.qkv_bias, attention_mask, self.heads)
+                out = self.layer.feed_forward_chunk(self.layer.attention.output(context, hidden))
+            else:
+                out = self.layer(hidden, attention_mask=bias)
+                out = out[0] if isinstance(out, tuple) else out
             return out, model.pool_layer(out, attention_mask, self.number)
 
     device, dtype = model.device, next(backbone.parameters()).dtype
@@ -145,7 +192,7 @@ def export(model: StarbucksModel, out: Path) -> None:
         model.to(device=device, dtype=dtype)
         for p in trainable:
             p.requires_grad_(True)
-    _write_info(out, model, "fp32")
+    _write_info(out, model, "fp32", fused)
 
 
 def quantize(fp32: Path, out: Path) -> None:
@@ -159,12 +206,21 @@ def quantize(fp32: Path, out: Path) -> None:
     (out / EXPORT_INFO).write_text(json.dumps({**info, "variant": "int8"}, indent=2) + "\n")
 
 
-def _write_info(out: Path, model: StarbucksModel, variant: str) -> None:
+def fusable(backbone) -> bool:
+    """Whether the backbone's layers are BERT encoder layers with absolute positions, whose
+    self-attention exports as ONNX Runtime's fused Attention operator."""
+    config = backbone.config
+    return (getattr(config, "model_type", "") == "bert" and not getattr(config, "is_decoder", False)
+            and getattr(config, "position_embedding_type", "absolute") == "absolute")
+
+
+def _write_info(out: Path, model: StarbucksModel, variant: str, fused: bool) -> None:
     import onnxruntime
     import torch
 
     info = {"fingerprint": model.fingerprint(), "variant": variant, "num_layers": model.num_layers,
-            "opset": OPSET, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+            "opset": OPSET, "format": EXPORT_FORMAT, "fused_attention": fused,
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
     (out / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
 
 

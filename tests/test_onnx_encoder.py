@@ -35,6 +35,34 @@ def test_fp32_matches_torch_at_every_layer(model):
         assert onnx_out[s].dtype == np.float32 and onnx_out[s].shape == (len(QUERIES), s.dim)
 
 
+def op_types(folder, name="layer1"):
+    import onnx
+
+    return [node.op_type for node in onnx.load(str(folder / f"{name}.onnx")).graph.node]
+
+
+def test_bert_attention_exports_as_one_fused_operator(model):
+    import json
+
+    folder = graph_folder(model, "fp32")
+    assert json.loads((folder / EXPORT_INFO).read_text())["fused_attention"] is True
+    for number in range(1, 5):
+        ops = op_types(folder, f"layer{number}")
+        assert ops.count("Attention") == 1 and "Softmax" not in ops and "Transpose" not in ops
+    assert op_types(graph_folder(model, "int8")).count("QAttention") == 1
+
+
+def test_other_backbones_export_their_layers_as_traced(model, monkeypatch):
+    monkeypatch.setattr(onnx_encoder, "fusable", lambda backbone: False)
+    sizes = [Size(1, 48), Size(4, 16)]
+    traced = OnnxEncoder(model, "fp32")
+    assert "Attention" not in op_types(traced.folder) and "Softmax" in op_types(traced.folder)
+    torch_out = Encoder(model).encode_queries(QUERIES, sizes)
+    got = traced.encode_queries(QUERIES, sizes)
+    for s in sizes:
+        np.testing.assert_allclose(got[s], torch_out[s], atol=2e-5, rtol=1e-4)
+
+
 def test_int8_stays_close_to_torch(model):
     sizes = [Size(2, 16), Size(4, 48)]
     torch_out = Encoder(model).encode_queries(QUERIES, sizes)
