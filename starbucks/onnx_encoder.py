@@ -21,6 +21,7 @@ place, so concurrent first uses never see half a cache.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -200,9 +201,19 @@ def quantize(fp32: Path, out: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     info = json.loads((fp32 / EXPORT_INFO).read_text())
-    for name in layer_names(info["num_layers"]):
-        quantize_dynamic(str(fp32 / f"{name}.onnx"), str(out / f"{name}.onnx"),
-                         per_channel=True, weight_type=QuantType.QInt8)
+    # quantize_dynamic logs an advice per graph through the root logger, configuring it when it has no
+    # handler: both are kept from the user's program.
+    root, quiet = logging.getLogger(), logging.NullHandler()
+    level = root.level
+    root.addHandler(quiet)
+    root.setLevel(logging.ERROR)
+    try:
+        for name in layer_names(info["num_layers"]):
+            quantize_dynamic(str(fp32 / f"{name}.onnx"), str(out / f"{name}.onnx"),
+                             per_channel=True, weight_type=QuantType.QInt8)
+    finally:
+        root.removeHandler(quiet)
+        root.setLevel(level)
     (out / EXPORT_INFO).write_text(json.dumps({**info, "variant": "int8"}, indent=2) + "\n")
 
 

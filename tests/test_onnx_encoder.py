@@ -63,6 +63,16 @@ def test_other_backbones_export_their_layers_as_traced(model, monkeypatch):
         np.testing.assert_allclose(got[s], torch_out[s], atol=2e-5, rtol=1e-4)
 
 
+def test_quantising_logs_nothing_and_leaves_the_programs_logging_alone(model, caplog):
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    graph_folder(model, "int8")
+    assert root.handlers == handlers and root.level == level
+    assert not [r for r in caplog.records if "quantization" in r.getMessage()]
+
+
 def test_int8_stays_close_to_torch(model):
     sizes = [Size(2, 16), Size(4, 48)]
     torch_out = Encoder(model).encode_queries(QUERIES, sizes)
