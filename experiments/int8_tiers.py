@@ -12,6 +12,8 @@ size, recall@10 against exhaustive full-size search of the shortlist reranked by
 * the int8 tier (per-dimension codes of the vectors);
 * int8 codes of the residual to the PQ reconstruction, with ranges from the extremes and clipped at
   the 0.1 / 99.9 percentiles;
+* symmetric int8 codes with one scale a vector (4 bytes more), of the vectors after a random
+  rotation, and of the residual without and with that rotation;
 
 with each score's error against the exact one and the gap between the exact 10th and 11th scores
 (a rerank whose score error is larger than that gap swaps them).
@@ -45,6 +47,24 @@ def codes(matrix: np.ndarray, low: np.ndarray, high: np.ndarray):
     step = np.where(high > low, (high - low) / 255, 1).astype(np.float32)
     q = np.clip(np.rint((matrix - low) / step), 0, 255).astype(np.uint8)
     return lambda rows: low + q[rows].astype(np.float32) * step
+
+
+def row_codes(matrix: np.ndarray, rotation: np.ndarray | None = None):
+    """Symmetric 8-bit codes with one scale a vector (its largest coordinate maps to 127), of the
+    vectors turned by ``rotation`` (orthogonal) when given, and their decoding function (rows in the
+    turned space: score them with queries turned alike). A rotation spreads a vector's outlying
+    coordinates over all of them, so its largest coordinate, and with it the code step, shrinks."""
+    turned = matrix if rotation is None else matrix @ rotation
+    scale = (np.abs(turned).max(axis=1) / 127).astype(np.float32)
+    q = np.rint(turned / np.maximum(scale, 1e-30)[:, None]).astype(np.int8)
+    return lambda rows: q[rows].astype(np.float32) * scale[rows][..., None]
+
+
+def rotation(dim: int, seed: int) -> np.ndarray:
+    """A random orthogonal matrix (QR of a Gaussian one, signs fixed)."""
+    a = np.random.default_rng(seed).standard_normal((dim, dim))
+    q, r = np.linalg.qr(a)
+    return (q * np.sign(np.diag(r))).astype(np.float32)
 
 
 def run(args) -> dict:
@@ -82,6 +102,10 @@ def run(args) -> dict:
     wide = codes(residual, residual.min(axis=0), residual.max(axis=0))
     lo, hi = (np.percentile(residual, p, axis=0).astype(np.float32) for p in PERCENTILES)
     clipped = codes(residual, lo, hi)
+    turn = rotation(full.dim, args.seed)
+    turned_queries = queries @ turn
+    per_vector = row_codes(residual)
+    turned_vectors, turned_residual = row_codes(docs, turn), row_codes(residual, turn)
     systems = [  # (rerank, its scores, the bytes a document its tier holds)
         ("PQ codes alone (shortlist order)", adc, 0),
         ("float16 (exact rerank)", exact, 2 * full.dim),
@@ -89,6 +113,12 @@ def run(args) -> dict:
         ("int8 of the residual to PQ", adc + np.einsum("qd,qkd->qk", queries, wide(cand)), full.dim),
         (f"int8 of the residual to PQ, clipped at {PERCENTILES[0]}/{PERCENTILES[1]} %",
          adc + np.einsum("qd,qkd->qk", queries, clipped(cand)), full.dim),
+        ("int8 of the vectors, rotated, one scale a vector",
+         np.einsum("qd,qkd->qk", turned_queries, turned_vectors(cand)), full.dim + 4),
+        ("int8 of the residual to PQ, one scale a vector",
+         adc + np.einsum("qd,qkd->qk", queries, per_vector(cand)), full.dim + 4),
+        ("int8 of the residual to PQ, rotated, one scale a vector",
+         adc + np.einsum("qd,qkd->qk", turned_queries, turned_residual(cand)), full.dim + 4),
     ]
     p = ivfpq_params(args.docs, full.dim)
     rows = [{"system": name, "recall@10": recall(cand, s, truth), "score_error_std": float((s - exact).std()),
