@@ -13,7 +13,8 @@ size, recall@10 against exhaustive full-size search of the shortlist reranked by
 * int8 codes of the residual to the PQ reconstruction, with ranges from the extremes and clipped at
   the 0.1 / 99.9 percentiles;
 * symmetric int8 codes with one scale a vector (4 bytes more), of the vectors after a random
-  rotation, and of the residual without and with that rotation;
+  rotation, and of the residual without and with that rotation; and the rotated residual's codes at
+  9 and 10 bits a dimension (as bit-packed codes would hold them);
 
 with each score's error against the exact one and the gap between the exact 10th and 11th scores
 (a rerank whose score error is larger than that gap swaps them).
@@ -35,6 +36,7 @@ from experiments import runtime
 
 OUT = Path(__file__).resolve().parent / "results" / "int8_tiers"
 PERCENTILES = (0.1, 99.9)
+WIDER = (9, 10)  # bits a dimension of the wider residual codes
 
 
 def recall(candidates: np.ndarray, scores: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
@@ -49,14 +51,15 @@ def codes(matrix: np.ndarray, low: np.ndarray, high: np.ndarray):
     return lambda rows: low + q[rows].astype(np.float32) * step
 
 
-def row_codes(matrix: np.ndarray, rotation: np.ndarray | None = None):
-    """Symmetric 8-bit codes with one scale a vector (its largest coordinate maps to 127), of the
+def row_codes(matrix: np.ndarray, rotation: np.ndarray | None = None, bits: int = 8):
+    """Symmetric ``bits``-bit codes with one scale a vector (its largest coordinate maps to the
+    largest code, 127 for 8 bits), of the
     vectors turned by ``rotation`` (orthogonal) when given, and their decoding function (rows in the
     turned space: score them with queries turned alike). A rotation spreads a vector's outlying
     coordinates over all of them, so its largest coordinate, and with it the code step, shrinks."""
     turned = matrix if rotation is None else matrix @ rotation
-    scale = (np.abs(turned).max(axis=1) / 127).astype(np.float32)
-    q = np.rint(turned / np.maximum(scale, 1e-30)[:, None]).astype(np.int8)
+    scale = (np.abs(turned).max(axis=1) / (2 ** (bits - 1) - 1)).astype(np.float32)
+    q = np.rint(turned / np.maximum(scale, 1e-30)[:, None]).astype(np.int8 if bits <= 8 else np.int16)
     return lambda rows: q[rows].astype(np.float32) * scale[rows][..., None]
 
 
@@ -120,6 +123,10 @@ def run(args) -> dict:
         ("int8 of the residual to PQ, rotated, one scale a vector",
          adc + np.einsum("qd,qkd->qk", turned_queries, turned_residual(cand)), full.dim + 4),
     ]
+    for bits in WIDER:  # codes of more than 8 bits, packed: dim * bits / 8 bytes
+        wider = row_codes(residual, turn, bits)
+        systems.append((f"{bits}-bit codes of the residual to PQ, rotated, one scale a vector",
+                        adc + np.einsum("qd,qkd->qk", turned_queries, wider(cand)), -(-full.dim * bits // 8) + 4))
     p = ivfpq_params(args.docs, full.dim)
     rows = [{"system": name, "recall@10": recall(cand, s, truth), "score_error_std": float((s - exact).std()),
              "bytes_per_doc": nbytes} for name, s, nbytes in systems]

@@ -21,10 +21,10 @@ def test_per_vector_codes_decode_within_half_their_step_in_the_turned_space():
     turn = rotation(16, seed=2)
     np.testing.assert_allclose(turn @ turn.T, np.eye(16), atol=1e-5)
     rows = np.arange(300)
-    for r in (None, turn):
+    for r, bits in ((None, 8), (turn, 8), (turn, 10)):
         turned = matrix if r is None else matrix @ r
-        step = np.abs(turned).max(axis=1, keepdims=True) / 127
-        decoded = row_codes(matrix, r)(rows)
+        step = np.abs(turned).max(axis=1, keepdims=True) / (2 ** (bits - 1) - 1)
+        decoded = row_codes(matrix, r, bits)(rows)
         assert np.all(np.abs(decoded - turned) <= step / 2 + 1e-6)  # each vector's own step, however small
     # A query turned alike scores as unturned, within what the codes' error allows (Cauchy-Schwarz).
     query = rng.standard_normal(16).astype(np.float32)
