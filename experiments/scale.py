@@ -15,7 +15,7 @@ computed block by block over the memory-mapped vectors, so it fits at 10M.
      for each, the cheapest plan of the planner's grid (and deeper shortlists) keeping 99 % recall@10;
    - the fastest of those with its rerank tier memory-mapped (warm, and cold: the rerank files'
      pages dropped with ``posix_fadvise(DONTNEED)`` before each timed block of queries), in RAM as
-     float16, and in RAM as int8 codes;
+     float16, in RAM as int8 codes, and (after an IVF-PQ shortlist) as residual codes in RAM;
    - exhaustive full size: FAISS flat float32 in RAM, and the index's own float16 memory-mapped scan;
    - HNSW32 over full-size vectors over an efSearch sweep, and IVF-PQ + ``IndexRefineFlat``.
    Each system reports its build time, the bytes per document it holds by computation, and its
@@ -324,17 +324,32 @@ def _better(a: dict, b: dict) -> bool:
     return a["single"]["ms"] < b["single"]["ms"] if ra else a["single"]["recall@10"] > b["single"]["recall@10"]
 
 
+def tier_names(index: Index, plan: Plan, kinds: tuple[str, ...]) -> list[str]:
+    """The tiers of ``kinds`` that apply to ``plan``: a RAM tier holds the sizes it rescores (a shortlist size
+    reranked exactly too); a residual tier, the first stage's size when it is an IVF-PQ shortlist that the
+    next stage reranks."""
+    import faiss
+
+    held = ",".join(map(str, sorted(set(plan.sizes[1:]))))
+    first = plan[0]
+    residual = (len(plan) > 1 and not first.sparse and not first.binary and plan[1].size == first.size
+                and isinstance(getattr(index.shortlist.get(first.size), "cpu", index.shortlist.get(first.size)),
+                               faiss.IndexIVFPQ))
+    return [k if k == "mmap" else f"residual:{first.size}" if k == "residual" else f"{k}:{held}"
+            for k in kinds if k == "mmap" or (residual if k == "residual" else held)]
+
+
 def tiers(searcher: Searcher, index: Index, plan: Plan, encoded: Encoded, truth_rows: list[set],
           kinds: tuple[str, ...] = RERANK_TIERS, with_cold: bool = True) -> dict:
     """One cascade with its rerank tier memory-mapped (warm and, ``with_cold``, cold), in RAM as float16
-    and as int8 (a RAM tier holds the rerank sizes the plan rescores: ``int8:6x384``). The shortlist index
+    and as int8 (a RAM tier holds the rerank sizes the plan rescores: ``int8:6x384``), and as residual codes
+    after an IVF-PQ shortlist (``tier_names``). The shortlist index
     exists already: a tier's RSS growth is the tier's own (its arrays, or the pages of the memory map its
     searches touch)."""
     n, out = len(index), {}
     files = [index.vectors[s] for s in set(plan.sizes)]
     encode_ms = float(np.mean(encoded.encode_ms[plan.layer]))
-    held = ",".join(map(str, sorted(set(plan.sizes[1:]))))  # a shortlist size reranked exactly is held too
-    for tier in [k if k == "mmap" else f"{k}:{held}" for k in kinds if k == "mmap" or held]:
+    for tier in tier_names(index, plan, kinds):
         for cold in ((False, True) if tier == "mmap" and with_cold else (False,)):
             drop_cache(files, page_cache=cold)  # warm: only unmapped, so RSS growth counts the pages searches touch
             with Resident() as resident:
@@ -443,7 +458,8 @@ def against_hnsw(searcher: Searcher, variants: dict[str, Index], grids: dict, en
                  truth_rows: list[set], systems: dict) -> dict | None:
     """HNSW32 over full-size vectors at its best recall (over the efSearch sweep) against, for each kind of
     shortlist, the fastest cascade of its grid at that recall or better, timed with its rerank tier
-    memory-mapped (warm), with the sizes it rescores in RAM as int8 codes, and with int8 codes refined (the
+    memory-mapped (warm), with the sizes it rescores in RAM as int8 codes, as residual codes after an IVF-PQ
+    shortlist, and with int8 codes refined (the
     best ``REFINE`` rescored again from the memory map: ``...,6x384:50,6x384:10``). A cascade's resident bytes per document are its
     shortlist index's (serialised size) plus the tier's RSS growth (for the memory map: the pages its
     searches touched). Met when a cascade at HNSW32's recall or better is within ``HNSW_LATENCY`` of its
@@ -465,7 +481,7 @@ def against_hnsw(searcher: Searcher, variants: dict[str, Index], grids: dict, en
         plan = Plan.parse(min(ok, key=lambda p: p["ms"])["plan"])
         print(f"   against HNSW32: {kind} {plan}", flush=True)
         shortlist = shortlist_bytes(variants[kind], plan) / n
-        timed = tiers(searcher, variants[kind], plan, encoded, truth_rows, ("mmap", "int8"), False)
+        timed = tiers(searcher, variants[kind], plan, encoded, truth_rows, ("mmap", "int8", "residual"), False)
         last = plan[-1]
         if len(plan) > 1 and plan[-2].keep > REFINE:
             # int8 codes rescore, then the best REFINE exactly from the memory map (a repeated size refines)

@@ -11,7 +11,7 @@ from indexes.faiss_index import BINARY_PREFIX, GPU_MAX_K, gpu_exact, search_para
 from indexes.files import file_digest
 from indexes.manifest import Manifest
 from indexes.prefixes import PrefixMatrix, open_stored
-from indexes.tiers import Quantized
+from indexes.tiers import Quantized, Residual
 from starbucks.errors import InputError, StarbucksError
 from starbucks.sizes import Size
 
@@ -150,7 +150,8 @@ class Index:
         candidates rarely overlap and their union would be widened whole) each query's rows are read,
         widened and scored on their own, in row order. No Python work per candidate either way.
         ``tier``: a :class:`indexes.tiers.RerankTier` holding ``size`` in RAM (float16 rows, or 8-bit
-        codes scored directly); without one, or for a size it does not hold, the memory-mapped rows.
+        codes scored directly); without one, for a size it does not hold, or for residual codes (which
+        only the searcher applies, right after their IVF-PQ shortlist), the memory-mapped rows.
         """
         self.require(size)
         if len(queries) != len(rows):
@@ -164,6 +165,7 @@ class Index:
         unique, inverse = np.unique(flat, return_inverse=True)
         wide = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32).reshape(len(rows), size.dim))
         held = tier.held.get(size) if tier is not None else None
+        held = None if isinstance(held, Residual) else held  # residual codes rescore only after their shortlist
         bias = None
         if isinstance(held, Quantized):  # q . (low + code * step) = q . low + (q * step) . code
             block = torch.from_numpy(held.codes[unique]).float()

@@ -6,6 +6,13 @@
 * ``int8``: 8-bit codes per dimension in RAM (1 byte a dimension): each dimension's range over the
   corpus is cut into 255 steps, ``value ~ low + code * step``. A score is then
   ``q . low + (q * step) . code``, computed from the codes directly (a gather and a matrix product).
+* ``residual``: for a size whose shortlist index is IVF-PQ, what its codes leave out: the vector minus
+  its PQ reconstruction, turned by a fixed random rotation, in ``RESIDUAL_BITS``-bit codes with one
+  scale a vector (bit-packed: 10 bits are 484 bytes a 384-dim vector, with its scale). A rerank of
+  that size right after its IVF-PQ shortlist scores a candidate as its shortlist score (the query
+  against the reconstruction) plus the rotated query against the decoded residual; at 1M documents
+  this keeps the exact rerank's recall (``experiments/results/int8_tiers/``). Other reranks of that
+  size read the memory-mapped rows.
 
 A tier holds every rerank size of its index (``manifest.rerank``) unless its text names the sizes to
 hold (``int8:6x384``); a named size may be any stored size, a shortlist size too (a plan that shortlists
@@ -21,8 +28,10 @@ import numpy as np
 from starbucks.errors import StarbucksError
 from starbucks.tiers import RERANK_TIERS, parse_tier
 
-__all__ = ["RERANK_TIERS", "RerankTier", "Quantized", "check_tier", "quantize"]
+__all__ = ["RERANK_TIERS", "RerankTier", "Quantized", "Residual", "check_tier", "quantize", "residual_codes"]
 BLOCK = 65536
+RESIDUAL_BITS = 10
+ROTATION_SEED = 0
 
 
 def check_tier(tier) -> str:
@@ -61,6 +70,82 @@ def quantize(matrix: np.ndarray, block: int = BLOCK) -> Quantized:
     return Quantized(codes, low, step)
 
 
+def pack10(values: np.ndarray) -> np.ndarray:
+    """Signed codes in [-511, 511], ``[n, dim]`` with dim a multiple of 4, as 10 bits each: 5 bytes per 4."""
+    v = (values.astype(np.int32) + 512).astype(np.uint64).reshape(len(values), -1, 4)
+    word = v[..., 0] | (v[..., 1] << 10) | (v[..., 2] << 20) | (v[..., 3] << 30)  # 40 bits
+    return (word[..., None] >> (8 * np.arange(5, dtype=np.uint64))).astype(np.uint8).reshape(len(values), -1)
+
+
+def unpack10(packed: np.ndarray) -> np.ndarray:
+    """The signed codes ``pack10`` packed, as float32 ``[n, dim]``."""
+    b = packed.reshape(len(packed), -1, 5).astype(np.uint64)
+    word = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16) | (b[..., 3] << 24) | (b[..., 4] << 32)
+    v = (word[..., None] >> (10 * np.arange(4, dtype=np.uint64))) & 1023
+    return v.reshape(len(packed), -1).astype(np.float32) - 512
+
+
+def rotation(dim: int, seed: int = ROTATION_SEED) -> np.ndarray:
+    """A random orthogonal matrix (QR of a Gaussian one, signs fixed), the same for the same seed."""
+    q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, dim)))
+    return np.ascontiguousarray(q * np.sign(np.diag(r)), dtype=np.float32)
+
+
+class Residual(NamedTuple):
+    """A size's vectors minus their IVF-PQ reconstruction, rotated, as packed codes with one scale a vector:
+    ``(vector - reconstruction) @ turn ~ unpack10(codes) * scale``."""
+
+    codes: np.ndarray  # uint8 [n, padded_dim * 10 / 8]
+    scale: np.ndarray  # float32 [n]
+    turn: np.ndarray  # float32 [padded_dim, padded_dim], orthogonal
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.nbytes + self.scale.nbytes + self.turn.nbytes
+
+    def scores(self, queries: np.ndarray, rows: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """``base`` (the shortlist's scores of ``rows``) plus each query against its rows' decoded residuals;
+        ``queries`` ``[1 or len(rows), dim]``."""
+        turned = np.zeros((len(queries), len(self.turn)), dtype=np.float32)
+        turned[:, : queries.shape[1]] = queries
+        turned = turned @ self.turn
+        decoded = unpack10(self.codes[rows]) * self.scale[rows, None]
+        return base + np.einsum("nd,nd->n", decoded, np.broadcast_to(turned, decoded.shape))
+
+
+def residual_codes(matrix, shortlist, block: int = BLOCK) -> Residual:
+    """The residual tier of a stored (memory-mapped) matrix whose rows ``shortlist``, an IVF-PQ index,
+    holds with ids equal to row numbers; read block by block."""
+    import faiss
+
+    ivf = faiss.extract_index_ivf(shortlist)
+    n, dim = matrix.shape
+    padded = -(-dim // 4) * 4
+    turn = rotation(padded)
+    top = 2 ** (RESIDUAL_BITS - 1) - 1
+    codes = np.empty((n, padded * RESIDUAL_BITS // 8), dtype=np.uint8)
+    scale = np.empty(n, dtype=np.float32)
+    ivf.make_direct_map()
+    try:
+        for start in range(0, n, block):
+            rows = np.arange(start, min(n, start + block))
+            part = np.zeros((len(rows), padded), dtype=np.float32)
+            part[:, :dim] = _rows32(matrix, rows) - ivf.reconstruct_n(start, len(rows))
+            part = part @ turn
+            s = np.abs(part).max(axis=1) / top
+            scale[rows] = s
+            codes[rows] = pack10(np.rint(part / np.maximum(s, 1e-30)[:, None]))
+    finally:
+        ivf.set_direct_map_type(faiss.DirectMap.NoMap)
+    return Residual(codes, scale, turn)
+
+
+def _rows32(matrix, rows: np.ndarray) -> np.ndarray:
+    from indexes.index import _float_rows  # the rows exactly as rescoring reads them
+
+    return _float_rows(matrix, rows).numpy()
+
+
 class RerankTier:
     """The rerank sizes of one index held as a tier names them (``mmap`` holds nothing)."""
 
@@ -80,12 +165,14 @@ class RerankTier:
                 self.held[size] = np.array(index.vectors[size])  # a copy in RAM
             elif kind == "int8":
                 self.held[size] = quantize(index.vectors[size])
+            elif kind == "residual":
+                self.held[size] = residual_codes(index.vectors[size], _ivfpq(index, size, tier))
 
     def check(self, index) -> None:
         """A one-line error unless the tier holds the sizes of ``index`` it names (every rerank size unless
         it names some), one row per document."""
         for size, held in self.held.items():
-            rows = len(held.codes if isinstance(held, Quantized) else held)
+            rows = len(held.codes if isinstance(held, (Quantized, Residual)) else held)
             if size not in index.manifest.sizes or rows != len(index):
                 raise StarbucksError(f"this {self.kind} rerank tier holds {rows} rows of {size}, which does not "
                                      f"match {index.path} ({len(index)} documents, stored sizes "
@@ -94,6 +181,11 @@ class RerankTier:
                                                  and set(self.sizes) != set(index.manifest.rerank)):
             raise StarbucksError(f"this {self.kind} rerank tier was loaded for another index than {index.path}")
 
+    def residual(self, size) -> "Residual | None":
+        """The residual codes this tier holds for ``size``, if any."""
+        held = self.held.get(size)
+        return held if isinstance(held, Residual) else None
+
     @property
     def nbytes(self) -> int:
         """Bytes the tier holds in RAM (0 for mmap: its pages belong to the page cache)."""
@@ -101,3 +193,15 @@ class RerankTier:
 
     def __repr__(self) -> str:
         return f"RerankTier({self.name!r}, {len(self.held)} sizes, {self.nbytes:,} bytes)"
+
+
+def _ivfpq(index, size, tier: str):
+    """``size``'s IVF-PQ shortlist index (on the CPU), else a one-line error naming the tier."""
+    import faiss
+
+    shortlist = getattr(index.shortlist.get(size), "cpu", index.shortlist.get(size))
+    if not isinstance(shortlist, faiss.IndexIVFPQ):
+        raise StarbucksError(f"rerank tier {tier!r}: a residual tier needs an IVF-PQ shortlist index at {size}, and "
+                             f"{index.path} has {type(shortlist).__name__ if shortlist is not None else 'none'} "
+                             f"(starbucks index --index-type ivfpq)")
+    return shortlist

@@ -176,7 +176,15 @@ class Searcher:
             queries = np.asarray(vectors[stage.size])[active]
             exact = j > 1 and plan[j - 1].size == stage.size  # a repeated size refines: from the stored vectors
             tier = None if exact else self.tier
-            for i, new_scores in zip(active, self.index.rescore_batch(stage.size, queries, alive, tier)):
+            # Right after an IVF-PQ shortlist of the same size, a residual tier adds what its codes left out.
+            residual = (tier.residual(stage.size) if tier is not None and j == 1 and not first.sparse
+                        and not first.binary and first.size == stage.size else None)
+            if residual is not None:
+                new = [residual.scores(queries[a : a + 1], rows, rankings[i].scores[rankings[i].order[: len(rows)]])
+                       for a, (i, rows) in enumerate(zip(active, alive))]
+            else:
+                new = self.index.rescore_batch(stage.size, queries, alive, tier)
+            for i, new_scores in zip(active, new):
                 rankings[i] = self._rerank(rankings[i], stage, new_scores, sparse[i] if stage.fuse else None)
             timings[f"rerank {stage.size}"] = (time.perf_counter() - t) * 1000 / n
         results = []

@@ -1,7 +1,8 @@
 """Rerank tier names, torch-free so the command line can check them before a model is loaded.
 
-A tier is written ``KIND`` or ``KIND:SIZES``: ``mmap``, ``float16``, ``int8``, or ``int8:6x384`` to hold
-only the 6x384 vectors in RAM (the other rerank sizes are then read from their memory-mapped files).
+A tier is written ``KIND`` or ``KIND:SIZES``: ``mmap``, ``float16``, ``int8``, ``residual``, or ``int8:6x384``
+to hold only the 6x384 vectors in RAM (the other rerank sizes are then read from their memory-mapped
+files).
 See :mod:`indexes.tiers` for what each kind holds.
 """
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from starbucks.errors import StarbucksError
 from starbucks.sizes import Size, parse_sizes
 
-RERANK_TIERS = ("mmap", "float16", "int8")
+RERANK_TIERS = ("mmap", "float16", "int8", "residual")
 
 
 def parse_tier(text: str) -> tuple[str, list[Size] | None]:

@@ -81,8 +81,9 @@ def add_rerank_tier_arg(p) -> None:
     p.add_argument("--rerank-tier", default="mmap", metavar="TIER",
                    help="where the rerank vectors live while rescoring: mmap (the memory-mapped files), float16 "
                         "(copied into RAM) or int8 (8-bit codes per dimension in RAM, half of float16's bytes; "
-                        "scores shift slightly); float16 and int8 may name the sizes they hold, e.g. int8:6x384 "
-                        "(default: %(default)s)")
+                        "scores shift slightly); float16 and int8 may name the sizes they hold, e.g. int8:6x384; "
+                        "residual:SIZE holds, for a size with an IVF-PQ shortlist, what its codes leave out, "
+                        "for the rerank right after that shortlist (default: %(default)s)")
 
 
 def add_verify_arg(p) -> None:

@@ -118,7 +118,7 @@ def test_a_bad_tier_is_refused_in_one_line(index_path, tiny_model, capsys):
         RerankTier(Index(index_path), "int4")
     code = main(["search", str(index_path), "coffee", "--rerank-tier", "ram"])
     err = capsys.readouterr().err
-    assert code == 2 and err.strip() == ("error: unknown rerank tier 'ram': choose one of mmap, float16, int8, "
+    assert code == 2 and err.strip() == ("error: unknown rerank tier 'ram': choose one of mmap, float16, int8, residual, "
                                          "optionally with the sizes to hold, e.g. int8:6x384")
     for bad, message in ((f"mmap:{FULL}", "the mmap tier holds nothing in RAM, so it takes no sizes"),
                          ("int8:", "bad rerank tier 'int8:': no sizes"),
