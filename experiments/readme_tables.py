@@ -77,7 +77,7 @@ def compare_adaptors_table() -> str:
             f"{compare_adaptors.SEED}. From `experiments/training/results/compare/`.\n")
 
 
-SCALE_RESULTS = ("minilm-l6-adaptors-1m-ivfpq-tiers", "minilm-l6-adaptors-1m-hnsw", "minilm-l6-adaptors-10m-ivfpq",
+SCALE_RESULTS = ("minilm-l6-adaptors-1m-ivfpq-residual", "minilm-l6-adaptors-1m-hnsw", "minilm-l6-adaptors-10m-ivfpq",
                  "minilm-l6-adaptors-10m")  # the scale runs the README shows
 
 
