@@ -78,10 +78,13 @@ def pack10(values: np.ndarray) -> np.ndarray:
 
 
 def unpack10(packed: np.ndarray) -> np.ndarray:
-    """The signed codes ``pack10`` packed, as float32 ``[n, dim]``."""
-    b = packed.reshape(len(packed), -1, 5).astype(np.uint64)
-    word = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16) | (b[..., 3] << 24) | (b[..., 4] << 32)
-    v = (word[..., None] >> (10 * np.arange(4, dtype=np.uint64))) & 1023
+    """The signed codes ``pack10`` packed, as float32 ``[n, dim]``: 16-bit arithmetic on each 5-byte group."""
+    b = packed.reshape(len(packed), -1, 5).astype(np.uint16)
+    v = np.empty((*b.shape[:2], 4), dtype=np.int16)
+    v[..., 0] = b[..., 0] | ((b[..., 1] & 0x3) << 8)
+    v[..., 1] = (b[..., 1] >> 2) | ((b[..., 2] & 0xF) << 6)
+    v[..., 2] = (b[..., 2] >> 4) | ((b[..., 3] & 0x3F) << 4)
+    v[..., 3] = (b[..., 3] >> 6) | (b[..., 4] << 2)
     return v.reshape(len(packed), -1).astype(np.float32) - 512
 
 
@@ -103,14 +106,12 @@ class Residual(NamedTuple):
     def nbytes(self) -> int:
         return self.codes.nbytes + self.scale.nbytes + self.turn.nbytes
 
-    def scores(self, queries: np.ndarray, rows: np.ndarray, base: np.ndarray) -> np.ndarray:
-        """``base`` (the shortlist's scores of ``rows``) plus each query against its rows' decoded residuals;
-        ``queries`` ``[1 or len(rows), dim]``."""
-        turned = np.zeros((len(queries), len(self.turn)), dtype=np.float32)
-        turned[:, : queries.shape[1]] = queries
-        turned = turned @ self.turn
-        decoded = unpack10(self.codes[rows]) * self.scale[rows, None]
-        return base + np.einsum("nd,nd->n", decoded, np.broadcast_to(turned, decoded.shape))
+    def scores(self, query: np.ndarray, rows: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """``base`` (the shortlist's scores of ``rows``) plus one query against the rows' decoded residuals."""
+        query = np.asarray(query, dtype=np.float32).reshape(-1)
+        turned = np.zeros(len(self.turn), dtype=np.float32)
+        turned[: len(query)] = query
+        return base + (unpack10(self.codes[rows]) @ (turned @ self.turn)) * self.scale[rows]
 
 
 def residual_codes(matrix, shortlist, block: int = BLOCK) -> Residual:
