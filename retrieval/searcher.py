@@ -48,7 +48,8 @@ class Searcher:
         ``rerank_tier``: where the rerank sizes' vectors live while rescoring: ``mmap`` (the memory-mapped
         files, read in row order), ``float16`` (copied into RAM) or ``int8`` (8-bit codes per dimension in
         RAM, scored from the codes), each optionally with the sizes it holds (``int8:6x384``; other rerank
-        sizes are read from their files); see :mod:`indexes.tiers`. A rerank stage at the same size as the
+        sizes are read from their files), or ``residual:SIZE`` for a size with an IVF-PQ shortlist (what
+        its codes leave out, in RAM, for the rerank right after that shortlist); see :mod:`indexes.tiers`. A rerank stage at the same size as the
         stage before it reads the stored vectors whatever the tier: ``b6x384:10000,6x384:50,6x384:10``
         rescores 10,000 candidates from int8 codes, then the best 50 exactly. A loaded ``RerankTier`` of the
         same index can be passed instead, to share it among searchers."""
