@@ -90,3 +90,17 @@ def test_the_scale_benchmark_tries_a_residual_tier_only_after_an_ivfpq_shortlist
         "mmap", f"float16:{SHORT}", f"int8:{SHORT}", f"residual:{SHORT}"]
     assert scale.tier_names(index, Plan.parse(f"{SHORT}:100,{FULL}:10"), RERANK_TIERS) == [
         "mmap", f"float16:{FULL}", f"int8:{FULL}"]
+
+
+def test_the_cli_searches_through_a_residual_tier_and_refuses_a_wrong_one_in_one_line(ivfpq_index, capsys):
+    from retrieval.cli import main
+
+    plan = f"{SHORT}~nprobe=8:100,{SHORT}:3"
+    assert main(["search", str(ivfpq_index), "coffee", "--k", "3", "--plan", plan, "--rerank-tier",
+                 f"residual:{SHORT}", "--threads", "1", "--json"]) == 0
+    capsys.readouterr()
+    code = main(["search", str(ivfpq_index), "coffee", "--rerank-tier", f"residual:{FULL}", "--threads", "1"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err
+    assert f"a residual tier needs an IVF-PQ shortlist index at {FULL}" in errors[0]
