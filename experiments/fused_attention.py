@@ -47,13 +47,10 @@ def exports(model: StarbucksModel, root: Path) -> dict[tuple[str, str], Path]:
 
 
 def sessions(folders: dict, exits: tuple[int, ...]) -> dict:
+    """One-thread sessions of each export's exit graph at ``exits``, set up as the encoder sets its own."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
+    options = onnx_encoder.session_options(1)
     return {key: ort.InferenceSession(onnx_encoder.exit_graph(folder, exits).SerializeToString(), options,
                                       providers=["CPUExecutionProvider"]) for key, folder in folders.items()}
 

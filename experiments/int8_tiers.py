@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments import runtime
+from indexes.tiers import rotation  # the residual tier's own
 
 OUT = Path(__file__).resolve().parent / "results" / "int8_tiers"
 PERCENTILES = (0.1, 99.9)
@@ -61,13 +62,6 @@ def row_codes(matrix: np.ndarray, rotation: np.ndarray | None = None, bits: int 
     scale = (np.abs(turned).max(axis=1) / (2 ** (bits - 1) - 1)).astype(np.float32)
     q = np.rint(turned / np.maximum(scale, 1e-30)[:, None]).astype(np.int8 if bits <= 8 else np.int16)
     return lambda rows: q[rows].astype(np.float32) * scale[rows][..., None]
-
-
-def rotation(dim: int, seed: int) -> np.ndarray:
-    """A random orthogonal matrix (QR of a Gaussian one, signs fixed)."""
-    a = np.random.default_rng(seed).standard_normal((dim, dim))
-    q, r = np.linalg.qr(a)
-    return (q * np.sign(np.diag(r))).astype(np.float32)
 
 
 def run(args) -> dict:

@@ -50,7 +50,7 @@ from experiments.datasets import ROOT
 from experiments.synthetic import Generator, write_index
 from indexes import Index
 from indexes.faiss_index import HNSW_M, binary_index, fill_index, new_index, param_name, param_values
-from indexes.tiers import RERANK_TIERS
+from indexes.tiers import RERANK_TIERS, ivfpq_shortlist
 from retrieval import Plan, Searcher, Stage
 from retrieval.calibrate import Encoded, measure_plans
 from retrieval.evaluate import parse_measures
@@ -328,13 +328,9 @@ def tier_names(index: Index, plan: Plan, kinds: tuple[str, ...]) -> list[str]:
     """The tiers of ``kinds`` that apply to ``plan``: a RAM tier holds the sizes it rescores (a shortlist size
     reranked exactly too); a residual tier, the first stage's size when it is an IVF-PQ shortlist that the
     next stage reranks."""
-    import faiss
-
     held = ",".join(map(str, sorted(set(plan.sizes[1:]))))
     first = plan[0]
-    residual = (len(plan) > 1 and not first.sparse and not first.binary and plan[1].size == first.size
-                and isinstance(getattr(index.shortlist.get(first.size), "cpu", index.shortlist.get(first.size)),
-                               faiss.IndexIVFPQ))
+    residual = plan.reranks_its_shortlist and ivfpq_shortlist(index, first.size) is not None
     return [k if k == "mmap" else f"residual:{first.size}" if k == "residual" else f"{k}:{held}"
             for k in kinds if k == "mmap" or (residual if k == "residual" else held)]
 

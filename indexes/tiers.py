@@ -28,7 +28,8 @@ import numpy as np
 from starbucks.errors import StarbucksError
 from starbucks.tiers import RERANK_TIERS, parse_tier
 
-__all__ = ["RERANK_TIERS", "RerankTier", "Quantized", "Residual", "check_tier", "quantize", "residual_codes"]
+__all__ = ["RERANK_TIERS", "RerankTier", "Quantized", "Residual", "check_tier", "ivfpq_shortlist", "quantize",
+           "residual_codes"]
 BLOCK = 65536
 RESIDUAL_BITS = 10
 ROTATION_SEED = 0
@@ -196,13 +197,21 @@ class RerankTier:
         return f"RerankTier({self.name!r}, {len(self.held)} sizes, {self.nbytes:,} bytes)"
 
 
-def _ivfpq(index, size, tier: str):
-    """``size``'s IVF-PQ shortlist index (on the CPU), else a one-line error naming the tier."""
+def ivfpq_shortlist(index, size):
+    """``size``'s shortlist index (its CPU original) if it is IVF-PQ, else None."""
     import faiss
 
-    shortlist = getattr(index.shortlist.get(size), "cpu", index.shortlist.get(size))
-    if not isinstance(shortlist, faiss.IndexIVFPQ):
+    shortlist = index.shortlist.get(size)
+    shortlist = getattr(shortlist, "cpu", shortlist)
+    return shortlist if isinstance(shortlist, faiss.IndexIVFPQ) else None
+
+
+def _ivfpq(index, size, tier: str):
+    """``size``'s IVF-PQ shortlist index (on the CPU), else a one-line error naming the tier."""
+    found = ivfpq_shortlist(index, size)
+    if found is None:
+        other = index.shortlist.get(size)
+        has = type(getattr(other, "cpu", other)).__name__ if other is not None else "none"
         raise StarbucksError(f"rerank tier {tier!r}: a residual tier needs an IVF-PQ shortlist index at {size}, and "
-                             f"{index.path} has {type(shortlist).__name__ if shortlist is not None else 'none'} "
-                             f"(starbucks index --index-type ivfpq)")
-    return shortlist
+                             f"{index.path} has {has} (starbucks index --index-type ivfpq)")
+    return found

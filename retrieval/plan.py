@@ -132,6 +132,13 @@ class Plan(tuple):
         return self[0].sparse or self[-1].fuse is not None
 
     @property
+    def reranks_its_shortlist(self) -> bool:
+        """Whether the second stage rescores, at the same size, the dense (float) shortlist the first
+        stage searched: where a residual rerank tier applies (``indexes.tiers``)."""
+        first = self[0]
+        return len(self) > 1 and not first.sparse and not first.binary and self[1].size == first.size
+
+    @property
     def depth(self) -> int:
         """How many documents the plan ranks (its shortlist)."""
         return self[0].keep

@@ -49,8 +49,9 @@ class Searcher:
         files, read in row order), ``float16`` (copied into RAM) or ``int8`` (8-bit codes per dimension in
         RAM, scored from the codes), each optionally with the sizes it holds (``int8:6x384``; other rerank
         sizes are read from their files), or ``residual:SIZE`` for a size with an IVF-PQ shortlist (what
-        its codes leave out, in RAM, for the rerank right after that shortlist); see :mod:`indexes.tiers`. A rerank stage at the same size as the
-        stage before it reads the stored vectors whatever the tier: ``b6x384:10000,6x384:50,6x384:10``
+        its codes leave out, in RAM, for the rerank right after that shortlist); see :mod:`indexes.tiers`.
+        A rerank stage at the same size as the stage before it reads the stored vectors whatever the tier:
+        ``b6x384:10000,6x384:50,6x384:10``
         rescores 10,000 candidates from int8 codes, then the best 50 exactly. A loaded ``RerankTier`` of the
         same index can be passed instead, to share it among searchers."""
         check_encoder(encoder)
@@ -178,8 +179,7 @@ class Searcher:
             exact = j > 1 and plan[j - 1].size == stage.size  # a repeated size refines: from the stored vectors
             tier = None if exact else self.tier
             # Right after an IVF-PQ shortlist of the same size, a residual tier adds what its codes left out.
-            residual = (tier.residual(stage.size) if tier is not None and j == 1 and not first.sparse
-                        and not first.binary and first.size == stage.size else None)
+            residual = tier.residual(stage.size) if tier is not None and j == 1 and plan.reranks_its_shortlist else None
             if residual is not None:
                 new = [residual.scores(queries[a : a + 1], rows, rankings[i].scores[rankings[i].order[: len(rows)]])
                        for a, (i, rows) in enumerate(zip(active, alive))]

@@ -275,6 +275,20 @@ def exit_graph(folder: Path, exits: tuple[int, ...]):
     return model
 
 
+def session_options(threads: int):
+    """ONNX Runtime settings of every exit graph's session: ``threads`` within an operator, one
+    across, nodes run in order, every graph optimisation, warnings only."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
+
+
 EXIT_GRAPHS = 8  # exit graphs kept per encoder (each holds its own copy of the weights), least recently used dropped
 
 
@@ -287,20 +301,12 @@ class OnnxEncoder(Encoder):
     """
 
     def __init__(self, model: StarbucksModel, variant: str = "fp32", threads: int = 1, batch_size: int = 32):
-        import onnxruntime as ort
-
         super().__init__(model, batch_size=batch_size)
         self.variant = variant
         self.kind = "onnx" if variant == "fp32" else f"onnx-{variant}"
         self.threads = threads
         self.folder = graph_folder(model, variant)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        self.options = options
+        self.options = session_options(threads)
         self.runs = {name: 0 for name in layer_names(model.num_layers)}
         self.graphs: dict[tuple[int, ...], object] = {}
         self._graphs_lock = threading.Lock()
