@@ -6,14 +6,17 @@ one thread:
 
 1. calibrate with the CPU default encoder on training topics: the held-out ones the training
    recipes never see where they exist, else the first judged ones, else (no training split)
-   the evaluation topics, said so in the results;
+   the evaluation topics, said so in the results; calibration measures every plan that encodes
+   its query with int8 query vectors too (``encoder=onnx-int8``), so the frontier and the
+   budgets can take them;
 2. time every system on each evaluation query in turn (so load from other work falls on
    all alike; each query then starts with caches the other systems' models flushed), and again
    warm, each system over every query in a block as a service running one system does, the
    blocks alternating over the passes; ``--repeats`` passes, each query's median: exhaustive full size with torch
    (the path before the fast encoder), ONNX fp32 and ONNX int8; every calibrated frontier
-   plan (early exits among them), and each one that encodes the query (dense or fused)
-   again with int8 query vectors against the same index; BM25 alone, BM25 then the full
+   plan (early exits among them), and each one that encodes the query with the default encoder
+   (dense or fused) again with int8 query vectors against the same index, where its int8 twin is
+   not on the frontier itself; BM25 alone, BM25 then the full
    size, and fused plans; the default path
    (``budget=None``); then budget tables: searching with ``budget=B`` for budgets from the
    frontier's measured latencies, each budget over every query in a block (as a service with
@@ -58,6 +61,7 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "query_path"
 K = 10
 ENCODERS = ("torch", "onnx", "onnx-int8")
+INT8 = "onnx-int8"
 HYBRIDS = ("bm25:1000,{full}:10", "bm25:1000,{full}:10,fuse=rrf", "bm25:1000,{full}:10,fuse=linear:0.3",
            "bm25:1000,{full}:10,fuse=linear:0.5", "bm25:1000,{full}:10,fuse=linear:0.7")
 ROUND_BUDGETS = (1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0)
@@ -69,11 +73,14 @@ def systems(searchers: dict, default: str, frontier, full) -> list[tuple[str, st
     s = searchers[default]
     out = [("exhaustive", f"{full}:{K} exhaustive, {kind}", _plan(searchers[kind], Plan.exhaustive(full, K)))
            for kind in ENCODERS]
-    out += [("frontier", f"{p.plan} ({default})", _plan(s, p.plan)) for p in frontier.points]
-    # The same plans with int8 query vectors, searched against the same (fp32-encoded) index: every
-    # frontier plan that encodes the query (dense and fused; BM25 alone encodes nothing).
-    out += [("frontier int8 queries", f"{p.plan} (onnx-int8)", _plan(searchers["onnx-int8"], p.plan))
-            for p in frontier.points if p.plan.sizes]
+    out += [("frontier", str(p.plan) if p.plan.encoder else f"{p.plan} ({default})", _plan(s, p.plan))
+            for p in frontier.points]
+    # The frontier's other plans with int8 query vectors, searched against the same (fp32-encoded) index:
+    # every frontier plan that encodes the query with the default encoder and whose int8 twin calibration
+    # left off the frontier (dense and fused; BM25 alone encodes nothing).
+    on_frontier = {p.plan for p in frontier.points}
+    twins = [p.plan.with_encoder(INT8) for p in frontier.points if p.plan.sizes and p.plan.encoder is None]
+    out += [("frontier int8 queries", str(plan), _plan(s, plan)) for plan in twins if plan not in on_frontier]
     out += [("BM25", f"bm25:{K}", _plan(s, Plan.parse(f"bm25:{K}")))]
     out += [("hybrid", f"{h.format(full=full)} ({default})", _plan(s, Plan.parse(h.format(full=full)))) for h in HYBRIDS]
     out += [("default", f"budget=None ({default})", lambda q: s.search(q, k=K))]

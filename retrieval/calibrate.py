@@ -2,8 +2,14 @@
 
 Every query is encoded alone, up to each layer, in several passes over the topics (each
 query's median counts); each plan then runs from those vectors one query at a time,
-and a plan's estimated latency is its deepest layer's encoding plus its own stages. The plans
-on the Pareto frontier of those estimates are then timed end to end, as searches (``end_to_end``),
+and a plan's estimated latency is its deepest layer's encoding plus its own stages.
+
+Beside the searcher's own encoder, the topics are also encoded with its cheaper variants
+(``QUERY_VARIANTS``: the int8 graphs beside fp32 ONNX), and every plan that encodes its query is
+tried with them too (``encoder=onnx-int8``): a budget can then buy a cheaper encoding of the
+query rather than a smaller size. The topics say what each encoding costs in effectiveness.
+
+The plans on the Pareto frontier of those estimates are then timed end to end, as searches (``end_to_end``),
 and the frontier is taken again over those measured latencies. Effectiveness is scored with
 ir-measures.
 
@@ -31,28 +37,37 @@ from starbucks.sizes import Size
 from starbucks.topics import Qrels
 
 
-class Encoded:
-    """Every stored size of every query, and per query the ms to encode it up to each layer."""
+# Query encoders calibration tries beside the searcher's own, by its kind: int8 graphs encode a query in
+# well under half the fp32 time; whether the vectors they give rank as well is for the topics to say.
+QUERY_VARIANTS = {"onnx": ("onnx-int8",)}
 
-    def __init__(self, searcher: Searcher, queries: list[str], progress: bool = True, repeats: int = 3):
+
+class Encoded:
+    """Every stored size of every query, and per query the ms to encode it up to each layer
+    (with ``encoder``, else the searcher's own)."""
+
+    def __init__(self, searcher: Searcher, queries: list[str], progress: bool = True, repeats: int = 3,
+                 encoder=None):
+        encoder = encoder or searcher.encoder
+        self.kind = None if encoder is searcher.encoder else encoder.kind  # as a plan names it (None: the searcher's)
         sizes = searcher.index.sizes
         layers = sorted({s.layer for s in sizes})
         self.vectors = {s: np.empty((len(queries), s.dim), dtype=np.float32) for s in sizes}
         self.encode_ms = {layer: np.empty(len(queries)) for layer in layers}
         self.encode_ms[0] = np.zeros(len(queries))  # a BM25-only plan encodes nothing
         self.texts = list(queries)
-        searcher.encoder.encode_queries(queries[:1], sizes)  # warm-up
+        encoder.encode_queries(queries[:1], sizes)  # warm-up
         # As a search meets them: every query once per pass, each after a different one (timing the
         # same query back to back finds its shapes and memory warm, and under-states the cost).
         times = {layer: np.empty((repeats, len(queries))) for layer in layers}
-        bar = tqdm(total=repeats * len(layers) * len(queries), desc="encoding topics", unit="query",
+        bar = tqdm(total=repeats * len(layers) * len(queries), desc=f"encoding topics ({encoder.kind})", unit="query",
                    disable=not progress, leave=False)
         for r in range(repeats):
             for layer in layers:
                 wanted = sizes if layer == layers[-1] else [s for s in sizes if s.layer == layer]
                 for i, query in enumerate(queries):
                     t = time.perf_counter()
-                    out = searcher.encoder.encode_queries([query], wanted)
+                    out = encoder.encode_queries([query], wanted)
                     times[layer][r, i] = (time.perf_counter() - t) * 1000
                     if r == 0:
                         for s in wanted:
@@ -72,11 +87,23 @@ class Encoded:
         return {s: self.vectors[s][i : i + 1] for s in set(plan.sizes)}
 
 
-def run_plan(searcher: Searcher, plan: Plan, encoded: Encoded, qids: list[str], k: int,
+Encodings = Encoded | dict  # one encoder's, or each encoder's by the name plans give it (None: the searcher's)
+
+
+def encoded_for(encoded: Encodings, plan: Plan) -> Encoded:
+    """The topics as ``plan``'s encoder encoded them; an error when they were not encoded with it."""
+    found = encoded.get(plan.encoder) if isinstance(encoded, dict) else encoded
+    if found is None or found.kind != plan.encoder:
+        raise ValueError(f"plan {plan}: the topics were not encoded with its encoder")
+    return found
+
+
+def run_plan(searcher: Searcher, plan: Plan, encoded: Encodings, qids: list[str], k: int,
              margin: float | None = None, repeats: int = 3) -> tuple[dict[str, list[str]], float, float]:
     """Run ``plan`` one query at a time, ``repeats`` passes: rankings, mean ms per query (encoding
-    included; each query's median over the passes), stopped fraction."""
+    included, by the plan's encoder; each query's median over the passes), stopped fraction."""
     layer = plan.layer
+    encoded = encoded_for(encoded, plan)
     rankings, stopped = {}, 0
     runs = np.empty((repeats, len(qids)))
     for r in range(repeats):  # whole passes, so a burst of other work hits one pass, not every one
@@ -91,7 +118,7 @@ def run_plan(searcher: Searcher, plan: Plan, encoded: Encoded, qids: list[str], 
     return rankings, float(np.mean(total)), stopped / len(qids)
 
 
-def measure_plans(searcher: Searcher, plans: list[Plan], encoded: Encoded, qids: list[str], qrels: Qrels,
+def measure_plans(searcher: Searcher, plans: list[Plan], encoded: Encodings, qids: list[str], qrels: Qrels,
                   measure, k: int, progress: bool = True) -> list[Point]:
     """Each plan's measured latency and effectiveness over the topics."""
     points = []
@@ -106,11 +133,11 @@ def _per_query(rankings: dict[str, list[str]], qrels: Qrels, measure) -> dict[st
     return {q: values.get(q, 0.0) for q in rankings}
 
 
-def learn_margin(searcher: Searcher, point: Point, encoded: Encoded, qids: list[str], qrels: Qrels,
-                 measure, k: int, tolerance: float) -> Point:
+def learn_margin(searcher: Searcher, point: Point, encoded: Encodings, qids: list[str],
+                 qrels: Qrels, measure, k: int, tolerance: float) -> Point:
     """The lowest decisiveness margin losing at most ``tolerance`` of the plan's effectiveness, and its effect."""
     plan, first = point.plan, point.plan[0]
-    vectors = {s: encoded.vectors[s] for s in set(plan.sizes)}
+    vectors = {s: encoded_for(encoded, plan).vectors[s] for s in set(plan.sizes)}
     full = _per_query({q: r.docids for q, r in zip(qids, searcher.run(plan, vectors, k))}, qrels, measure)
     early = _per_query({q: r.docids for q, r in zip(qids, searcher.run(plan, vectors, k, margin=0.0))}, qrels, measure)
     scores, rows = searcher.first_stage(first, vectors[first.size])
@@ -159,8 +186,12 @@ def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int
 
 def calibrate(searcher: Searcher, topics: dict[str, str], qrels: Qrels, measure: str = "nDCG@10",
               tolerance: float = 0.01, topics_name: str = "", progress: bool = True,
-              remeasure: bool = False) -> tuple[Frontier, list[Point]]:
-    """Measure every plan the planner considers; the frontier (with early-stopping margins) and every point."""
+              remeasure: bool = False, query_encoders: "tuple[str, ...] | None" = None) -> tuple[Frontier, list[Point]]:
+    """Measure every plan the planner considers; the frontier (with early-stopping margins) and every point.
+
+    ``query_encoders``: other encoders to try every plan that encodes its query with (as ``encoder=``
+    plans); default ``QUERY_VARIANTS`` of the searcher's encoder (the int8 graphs beside fp32 ONNX),
+    ``()`` for the searcher's own only."""
     if not 0 <= tolerance < 1:
         raise ValueError(f"tolerance must be a fraction in [0, 1), not {tolerance!r}")
     (m,) = parse_measures([measure])
@@ -169,10 +200,16 @@ def calibrate(searcher: Searcher, topics: dict[str, str], qrels: Qrels, measure:
     topics = judged_topics(topics, qrels)
     qids = list(topics)
     k = min(depth_for([m]), len(searcher.index))
-    encoded = Encoded(searcher, [topics[q] for q in qids], progress)
+    if query_encoders is None:
+        query_encoders = QUERY_VARIANTS.get(searcher.encoder.kind, ())
+    texts = [topics[q] for q in qids]
+    encoded = {None: Encoded(searcher, texts, progress)}
+    for kind in query_encoders:
+        encoded[kind] = Encoded(searcher, texts, progress, encoder=searcher.encoder_named(kind))
     plans = searcher.planner.candidates(k)
+    plans += [p.with_encoder(kind) for kind in query_encoders for p in plans if p.sizes]
     points = measure_plans(searcher, plans, encoded, qids, qrels, m, k, progress)
-    candidates = end_to_end(searcher, pareto(points), [topics[q] for q in qids], k)
+    candidates = end_to_end(searcher, pareto(points), texts, k)
     frontier = [learn_margin(searcher, p, encoded, qids, qrels, m, k, tolerance)
                 if len(p.plan) > 1 and not p.plan.uses_bm25 else p
                 for p in pareto(candidates)]

@@ -101,7 +101,7 @@ class Frontier:
         where calibration found stopping never pays; None for a plan it did not learn one for."""
         for p in self.points:
             if p.early is not None and len(p.plan) == len(plan) and p.plan[:-1] == plan[:-1] \
-                    and p.plan[-1].size == plan[-1].size:
+                    and p.plan[-1].size == plan[-1].size and p.plan.encoder == plan.encoder:
                 return float("inf") if p.margin is None else p.margin
         return None
 

@@ -15,6 +15,11 @@ one, the value stored in the index applies. A ``b`` before the size, ``b6x384:20
 with the sign bits of that size by Hamming distance (an index built with ``binary=``); a binary HNSW
 or IVF index (``binary_index=``) takes its parameter the same way: ``b6x384~ef=64:2000``,
 ``b6x384~nprobe=8:2000``.
+
+A plan can name the encoder its query goes through, as a last item ``encoder=NAME``
+(``onnx-int8``, ``onnx`` or ``torch``): ``bm25:100,6x384:10,encoder=onnx-int8`` encodes the
+query with the int8 graphs whatever the searcher's own encoder is. Calibration measures such plans
+beside the searcher's own, so a budget can buy a cheaper query encoding instead of a smaller size.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ class Stage(NamedTuple):
     fuse: str | None = None  # on the last stage: "rrf" or "linear:W"
     param: tuple[str, int] | None = None  # on the first stage: ("ef", N) or ("nprobe", N)
     binary: bool = False  # on the first stage: search the size's sign bits by Hamming distance
+    encoder: str | None = None  # on the last stage: the plan's query encoder (None: the searcher's)
 
     def __str__(self) -> str:
         return f"{self.source}:{self.keep}"
@@ -79,6 +85,8 @@ class Plan(tuple):
                 raise ValueError("fusion applies to the last stage, and it must be dense")
             if (stage.param or stage.binary) and (i > 0 or stage.sparse):
                 raise ValueError(f"stage {stage}: search parameters and binary apply to a dense first stage only")
+            if stage.encoder is not None:
+                _check_encoder(stage.encoder, i == len(stages) - 1, any(not s.sparse for s in stages))
         for prev, stage in zip(stages, stages[1:]):
             if stage.keep > prev.keep:
                 raise ValueError(f"stage {stage} keeps more than the {prev.keep} candidates it receives")
@@ -86,24 +94,26 @@ class Plan(tuple):
 
     @classmethod
     def parse(cls, text: str) -> "Plan":
-        stages, fuse = [], None
+        stages, options = [], {}
         for part in text.split(","):
             part = part.strip()
-            if part.startswith("fuse="):
-                if fuse is not None:
-                    raise ValueError(f"bad plan {text!r}: more than one fuse=")
-                fuse = parse_fusion(part[len("fuse="):])
+            name, eq, value = part.partition("=")
+            if eq and name in OPTIONS:
+                if name in options:
+                    raise ValueError(f"bad plan {text!r}: more than one {name}=")
+                options[name] = parse_fusion(value) if name == "fuse" else value.strip()
                 continue
-            if fuse is not None:
-                raise ValueError(f"bad plan {text!r}: fuse= comes last")
+            if options:
+                raise ValueError(f"bad plan {text!r}: {' and '.join(f'{o}=' for o in options)} "
+                                 f"{'comes' if len(options) == 1 else 'come'} after the stages")
             source, sep, keep = part.partition(":")
             if not sep or not keep.strip().isdigit():
                 raise ValueError(f"bad plan stage {part!r}: expected LAYERxDIM:KEEP or bm25:KEEP, e.g. 6x32:1000")
             stages.append(_stage(source.strip(), int(keep)))
-        if fuse is not None:
+        if options:
             if not stages:
                 raise ValueError(f"bad plan {text!r}: no stages")
-            stages[-1] = stages[-1]._replace(fuse=fuse)
+            stages[-1] = stages[-1]._replace(**options)
         return cls(stages)
 
     @classmethod
@@ -111,8 +121,9 @@ class Plan(tuple):
         return cls([Stage(Size.parse(size), depth)])
 
     def __str__(self) -> str:
-        fuse = self[-1].fuse
-        return ",".join(str(s) for s in self) + (f",fuse={fuse}" if fuse else "")
+        last = self[-1]
+        return (",".join(str(s) for s in self) + (f",fuse={last.fuse}" if last.fuse else "")
+                + (f",encoder={last.encoder}" if last.encoder else ""))
 
     def __repr__(self) -> str:
         return f"Plan({str(self)!r})"
@@ -126,6 +137,15 @@ class Plan(tuple):
     def layer(self) -> int:
         """The deepest layer the query is encoded to (0: the plan needs no encoding)."""
         return max((s.layer for s in self.sizes), default=0)
+
+    @property
+    def encoder(self) -> str | None:
+        """The encoder the plan names for its query (``encoder=``), None for the searcher's own."""
+        return self[-1].encoder
+
+    def with_encoder(self, encoder: str | None) -> "Plan":
+        """The same stages with the query through ``encoder`` (None: the searcher's own)."""
+        return Plan([*self[:-1], self[-1]._replace(encoder=encoder)])
 
     @property
     def uses_bm25(self) -> bool:
@@ -142,6 +162,21 @@ class Plan(tuple):
     def depth(self) -> int:
         """How many documents the plan ranks (its shortlist)."""
         return self[0].keep
+
+
+OPTIONS = ("fuse", "encoder")  # the items after the stages, at most one of each
+
+
+def _check_encoder(name: str, last: bool, dense: bool) -> None:
+    from starbucks.encoder import ENCODERS
+
+    if name not in ENCODERS or name == "auto":
+        raise ValueError(f"unknown encoder {name!r} in a plan: choose one of "
+                         f"{', '.join(e for e in ENCODERS if e != 'auto')}")
+    if not last:
+        raise ValueError("a plan's encoder= is given on its last stage")
+    if not dense:
+        raise ValueError("encoder= applies to a plan with a dense stage: this one encodes no query")
 
 
 def _stage(source: str, keep: int) -> Stage:

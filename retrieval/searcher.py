@@ -71,6 +71,8 @@ class Searcher:
             )
         self.model = model
         self.encoder = make_encoder(model, encoder, threads)
+        self._threads = threads
+        self._encoders = {self.encoder.kind: self.encoder}  # the searcher's own, and those plans name (encoder=)
         if isinstance(rerank_tier, RerankTier):
             rerank_tier.check(self.index)
             self.tier = rerank_tier
@@ -89,6 +91,19 @@ class Searcher:
             if self._planner is None:
                 self._planner = Planner.for_searcher(self)
             return self._planner
+
+    def encoder_named(self, kind: str | None):
+        """The encoder of that kind (``torch``, ``onnx``, ``onnx-int8``), as a plan names it with ``encoder=``:
+        made on first use with the searcher's threads. None: the searcher's own."""
+        if kind is None:
+            return self.encoder
+        encoder = self._encoders.get(kind)
+        if encoder is None:
+            with self._planner_lock:
+                encoder = self._encoders.get(kind)
+                if encoder is None:
+                    encoder = self._encoders[kind] = make_encoder(self.model, kind, self._threads)
+        return encoder
 
     def resolve(self, budget: Plan | str | float | None, k: int) -> Plan:
         """The plan to run: given, parsed from text, or chosen for a latency budget."""
@@ -135,7 +150,7 @@ class Searcher:
         if not queries:
             return []
         t1 = time.perf_counter()
-        vectors = self.encoder.encode_queries(queries, sorted(set(plan.sizes))) if plan.sizes else {}
+        vectors = self.encoder_named(plan.encoder).encode_queries(queries, sorted(set(plan.sizes))) if plan.sizes else {}
         encode_ms = (time.perf_counter() - t1) * 1000 / len(queries)
         results = self.run(plan, vectors, k, margin, {"encode": encode_ms} if plan.sizes else {},
                            texts=list(queries))

@@ -19,6 +19,9 @@ def add_parser(sub) -> None:
                    help="early stopping may lose at most this fraction of a plan's effectiveness (default: %(default)s)")
     p.add_argument("--remeasure", action="store_true",
                    help="also measure the cost model (costs.json) again, even where one measured here is cached")
+    p.add_argument("--no-int8-queries", action="store_true",
+                   help="measure plans with the searcher's encoder only; by default, with the ONNX fp32 encoder, "
+                        "every plan is also measured with its query encoded by the int8 graphs (encoder=onnx-int8)")
     add_model_args(p)
     add_rerank_tier_arg(p)
     p.set_defaults(func=run, check=check)
@@ -38,7 +41,8 @@ def run(args) -> None:
     topics, qrels = read_topics(args.topics), read_qrels(args.qrels)
     searcher = open_searcher(args, args.index)
     frontier, _ = calibrate(searcher, topics, qrels, args.measure, args.tolerance, str(args.topics),
-                            progress=not args.quiet, remeasure=args.remeasure)
+                            progress=not args.quiet, remeasure=args.remeasure,
+                            query_encoders=() if args.no_int8_queries else None)
     path = frontier.save(searcher.index.path)
     print(format_frontier(frontier))
     print(f"frontier written to {path}")

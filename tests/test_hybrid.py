@@ -82,7 +82,7 @@ def test_plan_text_round_trip():
     ("4x48:100,bm25:10", "BM25 can only be the first stage"),
     ("bm25:100,4x48:10,fuse=max", "bad fusion"),
     ("bm25:100,4x48:10,fuse=linear:1.5", "bad fusion"),
-    ("bm25:100,fuse=rrf,4x48:10", "fuse= comes last"),
+    ("bm25:100,fuse=rrf,4x48:10", "fuse= comes after the stages"),
     ("bm25:100,fuse=rrf", "must be dense"),
 ])
 def test_bad_plans_are_refused(text, message):
