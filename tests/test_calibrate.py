@@ -148,3 +148,22 @@ def test_calibrate_command(index_copy, tiny_model_dir, tiny_model, tmp_path, cap
     assert main(search + ["--budget", "1000"]) == 0  # a frontier plan: its margin, or one stage
     assert main(search + ["--plan", "1x8:77,2x16:33,4x48:10"]) == 2  # not calibrated
     assert "no early-stopping margin" in capsys.readouterr().err
+
+
+def test_the_chosen_frontier_is_timed_again_and_keeps_the_slower_latency(monkeypatch):
+    import retrieval.calibrate as cal
+
+    plans = [Plan.parse(p) for p in ("1x8:100", "2x16:100,4x48:10", "4x48:100")]
+    chosen = [Point(plans[0], 1.0, 0.2), Point(plans[1], 2.0, 0.5), Point(plans[2], 3.0, 0.6)]
+    again = {plans[0]: 0.8, plans[1]: 3.5, plans[2]: 3.1}  # the middle plan was timed in a fast spell
+    calls = []
+
+    def timed_again(searcher, points, texts, k):
+        calls.append([p.plan for p in points])
+        return [Point(p.plan, again[p.plan], p.effectiveness) for p in points]
+
+    monkeypatch.setattr(cal, "end_to_end", timed_again)
+    confirmed = cal.confirm(None, chosen, ["q"], 10)
+    assert calls == [plans]  # every chosen plan, once more
+    # Each keeps the slower of its two latencies; the middle plan, now slower than a better one, leaves.
+    assert [(str(p.plan), p.ms) for p in confirmed] == [("1x8:100", 1.0), ("4x48:100", 3.1)]
