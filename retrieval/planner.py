@@ -264,6 +264,7 @@ class Planner:
         self.searcher = searcher
         self.source = "calibration" if frontier is not None else "cost model"
         self._warned = False
+        self._over: set[float] = set()  # budgets warned about: at the pace, even their cheapest plan runs over
         self._chosen: dict[tuple, Plan] = {}
         self._predicted: dict[tuple, float | None] = {}  # (plan, calibrated) -> its latency, for observe
         self._ratios: collections.deque = collections.deque(maxlen=DRIFT_WINDOW)
@@ -456,6 +457,7 @@ class Planner:
             plan = self.frontier.choose(budget, k, self.pace)
             if plan is not None:
                 self.source = "calibration"
+                self._say_if_over(budget, plan, self.frontier.measured(plan))
                 return plan
             self._warn(f"no calibrated plan returns k={k} (calibrated at k={self.frontier.k})")
         else:
@@ -470,7 +472,19 @@ class Planner:
             )
         fits = [p for p in plans if costs.predict(p) * self.pace <= budget] or [cheapest]
         n = len(self.index)
-        return max(fits, key=lambda p: (self.expected_effectiveness(p, n, self._stored(p)), -costs.predict(p)))
+        plan = max(fits, key=lambda p: (self.expected_effectiveness(p, n, self._stored(p)), -costs.predict(p)))
+        self._say_if_over(budget, plan, costs.predict(plan))
+        return plan
+
+    def _say_if_over(self, budget: float, plan: Plan, ms: float | None) -> None:
+        """Warn, once per budget, when at the machine's present pace even the plan it takes (the cheapest,
+        then) is expected to run past the budget's tolerance: the promise cannot be kept until the pace
+        returns, and the caller should know rather than find out."""
+        if ms is None or ms * self.pace <= PACE_SLACK * budget or budget in self._over:
+            return
+        self._over.add(budget)
+        warnings.warn(f"searches run {self.pace:.2f}x slower than measured: budget {budget:g} ms cannot be kept "
+                      f"now (its cheapest plan, {plan}, takes about {ms * self.pace:.2f} ms)", stacklevel=5)
 
     def _stored(self, plan: Plan) -> int | None:
         """The search parameter value held by the index the plan's first stage searches (None: none)."""

@@ -260,3 +260,24 @@ def test_frontier_latencies_keep_each_plans_slowest_pass(index_copy, tiny_model,
         ["4x48:50"] * 2 + ["1x8:100,4x48:10"] * 2  # warm-ups, then passes over every plan in turn
     assert fast_plan_ms[0].ms >= 20  # its third pass: 20 ms a search (the overall mean would be under 7)
     assert fast_plan_ms[1].ms < 5
+
+
+def test_a_budget_the_pace_puts_out_of_reach_warns_once(index_copy, tiny_model):
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    points = [Point(Plan.parse("bm25:100"), 0.3, 0.3), Point(Plan.parse("4x48:50"), 4.0, 0.9)]
+    planner = Planner(searcher.index, fake_costs(searcher), Frontier("m", "i", "nDCG@10", 10, "t", 9, 2, points),
+                      searcher)
+    cheap, slow = (p.plan for p in points)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert planner.choose(0.31, 10) == cheap  # at the measured pace it fits
+        for _ in range(planner_module.PACE_WINDOW):
+            planner.observe(slow, 4.0 * 1.3)
+        assert planner.choose(4.2, 10) == cheap  # at the pace a cheaper plan keeps this one: no warning
+    with pytest.warns(UserWarning, match=r"1\.30x slower than measured: budget 0\.31 ms cannot be kept now "
+                                         r"\(its cheapest plan, bm25:100, takes about 0\.39 ms\)"):
+        assert planner.choose(0.31, 10) == cheap
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        planner._chosen.clear()  # chosen again (as when the pace moves): said once per budget
+        assert planner.choose(0.31, 10) == cheap
