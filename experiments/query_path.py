@@ -27,7 +27,8 @@ one thread:
 3. report the fastest plan within 1 % of exhaustive full-size nDCG@10 and its speed-up over
    the torch exhaustive path and over the exhaustive path with the default encoder, timed in
    turn and timed warm, whether
-   every budget held (measured mean at most 1.1x the budget) on either set of topics, and
+   every budget held (the mean over every search of every pass at most 1.1x the budget) on either
+   set of topics, and
    whether a hybrid plan beat both BM25 and the dense full size.
 
     python -m experiments.query_path --datasets scifact nfcorpus-dev dl19-pool
@@ -128,7 +129,8 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True) ->
     out = {}
     for kind, name, _ in systems:
         per_query = np.median(ms[name], axis=0)
-        out[name] = {"kind": kind, "mean_ms": float(per_query.mean()), "p50_ms": float(np.percentile(per_query, 50)),
+        out[name] = {"kind": kind, "mean_ms": float(per_query.mean()), "every_search_mean_ms": float(ms[name].mean()),
+                     "p50_ms": float(np.percentile(per_query, 50)),
                      "p95_ms": float(np.percentile(per_query, 95)),
                      "plans": [plan for plan, _ in plans[name].most_common()],
                      "plan_share": {plan: n / plans[name].total() for plan, n in plans[name].most_common()},
@@ -194,11 +196,14 @@ def held_out_topics(name: str) -> tuple[dict, dict, str] | None:
 
 def budget_row(budget: float, row: dict, frontier) -> dict:
     """A budget's measured row; its plan is the one most of its searches ran (the pace moves a budget
-    to a cheaper plan while the machine runs slow), the others with their share of the searches."""
+    to a cheaper plan while the machine runs slow), the others with their share of the searches. The
+    contract is judged on the mean over every search of every pass (``mean_ms``), not the mean of each
+    query's median (``per_query_median_mean_ms``), which drops the occasional slow search."""
     plan = Plan.parse(row["plans"][0])
-    return {"budget_ms": budget, "plan": str(plan), "predicted_ms": frontier.measured(plan), "mean_ms": row["mean_ms"],
-            "p95_ms": row["p95_ms"], "nDCG@10": row["nDCG@10"], "holds": row["mean_ms"] <= 1.1 * budget,
-            "plan_share": row.get("plan_share", {str(plan): 1.0})}
+    mean = row["every_search_mean_ms"]
+    return {"budget_ms": budget, "plan": str(plan), "predicted_ms": frontier.measured(plan), "mean_ms": mean,
+            "per_query_median_mean_ms": row["mean_ms"], "p95_ms": row["p95_ms"], "nDCG@10": row["nDCG@10"],
+            "holds": mean <= 1.1 * budget, "plan_share": row.get("plan_share", {str(plan): 1.0})}
 
 
 def _ndcg():
@@ -275,7 +280,7 @@ def markdown(results: dict) -> str:
         tables.append(("The same budgets over the calibration topics they were set on (the contract):",
                        r["budgets_on_calibration_topics"]))
     for title, rows in tables:
-        lines += ["", title, "", "| budget ms | plan (share of searches) | predicted ms (main plan) | mean ms | p95 ms | "
+        lines += ["", title, "", "| budget ms | plan (share of searches) | predicted ms (main plan) | mean ms (every search) | p95 ms | "
                   "nDCG@10 | mean <= 1.1x budget |",
                   "|---|---|---|---|---|---|---|"]
         for b in rows:
