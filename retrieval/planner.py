@@ -335,8 +335,10 @@ class Planner:
         predicted at ``PACE_MIN_MS`` or more, when it exceeds ``PACE_SLACK`` (else 1). Cached choices are
         made again when it moves by more than ``PACE_STEP``. After ``PACE_EXPIRY`` searches with none
         such (the pace moved a budget to a sub-millisecond plan), it returns to 1, so the budget tries
-        its plan again. Drift: when the median over ``DRIFT_WINDOW`` searches runs well away from 1,
-        the cost model is measured again (calibrated plans only warn: rerun calibrate)."""
+        its plan again. Drift: when the median over ``DRIFT_WINDOW`` searches of such plans runs well away
+        from 1, the cost model is measured again (calibrated plans only warn: rerun calibrate). A
+        sub-millisecond plan's ratio swings with the query's terms and the timer's jitter, so it counts
+        towards neither."""
         calibrated = self.frontier is not None and self.source == "calibration"
         key = (plan, calibrated)
         predicted = self._predicted.get(key, False)
@@ -347,19 +349,20 @@ class Planner:
         if not predicted:
             return
         with self._lock:
-            self._ratios.append(ms / predicted)
-            self._observed += 1
-            if predicted >= PACE_MIN_MS:
-                self._paced.append(ms / predicted)
-                self._quiet = 0
-                if len(self._paced) == PACE_WINDOW:
-                    ratio = statistics.median(self._paced)
-                    self._set_pace(ratio if ratio > PACE_SLACK else 1.0)
-            else:
+            if predicted < PACE_MIN_MS:  # jitter and fixed overheads, not the machine: neither pace nor drift
                 self._quiet += 1
                 if self._quiet >= PACE_EXPIRY and self.pace != 1.0:
                     self._paced.clear()
                     self._set_pace(1.0)
+                return
+            ratio = ms / predicted
+            self._ratios.append(ratio)
+            self._observed += 1
+            self._paced.append(ratio)
+            self._quiet = 0
+            if len(self._paced) == PACE_WINDOW:
+                paced = statistics.median(self._paced)
+                self._set_pace(paced if paced > PACE_SLACK else 1.0)
             if self._observed < DRIFT_WINDOW:
                 return
             self._observed = 0

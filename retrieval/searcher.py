@@ -85,6 +85,9 @@ class Searcher:
     @property
     def planner(self):
         """The budget planner; its cost model is measured on first use and cached in the index."""
+        planner = self._planner
+        if planner is not None:  # every budgeted search asks twice: no lock (and no import) once it exists
+            return planner
         from retrieval.planner import Planner
 
         with self._planner_lock:
