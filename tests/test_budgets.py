@@ -189,12 +189,17 @@ def test_the_pace_follows_observed_latencies_and_moves_cached_choices(index_copy
         planner.choose(0.29, 10)  # feasibility ignores the pace
 
 
-def test_sub_millisecond_plans_do_not_set_the_pace_and_it_expires(index_copy, tiny_model):
+def bm25_and_dense_planner(index_copy, tiny_model):
+    """A calibrated planner of two plans: BM25 alone at 0.3 ms and a dense scan at 4 ms; (planner, cheap, slow)."""
     searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
     points = [Point(Plan.parse("bm25:100"), 0.3, 0.3), Point(Plan.parse("4x48:50"), 4.0, 0.9)]
     planner = Planner(searcher.index, fake_costs(searcher), Frontier("m", "i", "nDCG@10", 10, "t", 9, 2, points),
                       searcher)
-    cheap, slow = (p.plan for p in points)
+    return planner, points[0].plan, points[1].plan
+
+
+def test_sub_millisecond_plans_do_not_set_the_pace_and_it_expires(index_copy, tiny_model):
+    planner, cheap, slow = bm25_and_dense_planner(index_copy, tiny_model)
     for _ in range(planner_module.PACE_EXPIRY):
         planner.observe(cheap, 0.3 * 1.4)  # sub-millisecond: jitter, not the machine's pace
     assert planner.pace == 1.0
@@ -289,11 +294,7 @@ def test_a_cheap_plans_pass_runs_its_topics_again_to_last_long_enough(index_copy
 
 
 def test_a_budget_the_pace_puts_out_of_reach_warns_once(index_copy, tiny_model):
-    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
-    points = [Point(Plan.parse("bm25:100"), 0.3, 0.3), Point(Plan.parse("4x48:50"), 4.0, 0.9)]
-    planner = Planner(searcher.index, fake_costs(searcher), Frontier("m", "i", "nDCG@10", 10, "t", 9, 2, points),
-                      searcher)
-    cheap, slow = (p.plan for p in points)
+    planner, cheap, slow = bm25_and_dense_planner(index_copy, tiny_model)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert planner.choose(0.31, 10) == cheap  # at the measured pace it fits
@@ -310,11 +311,7 @@ def test_a_budget_the_pace_puts_out_of_reach_warns_once(index_copy, tiny_model):
 
 
 def test_sub_millisecond_plans_never_trigger_the_drift_check(index_copy, tiny_model, monkeypatch):
-    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
-    points = [Point(Plan.parse("bm25:100"), 0.3, 0.3), Point(Plan.parse("4x48:50"), 4.0, 0.9)]
-    planner = Planner(searcher.index, fake_costs(searcher), Frontier("m", "i", "nDCG@10", 10, "t", 9, 2, points),
-                      searcher)
-    cheap, slow = (p.plan for p in points)
+    planner, cheap, slow = bm25_and_dense_planner(index_copy, tiny_model)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for _ in range(4 * DRIFT_WINDOW):
