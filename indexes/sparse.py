@@ -45,6 +45,11 @@ class SparseIndex:
         from bm25s.stopwords import STOPWORDS_EN
 
         self._stemmer = _stemmer()
+        if self._stemmer is not None:
+            # No cache of stems for queries: a service meets new words all the time, and a cache that
+            # repeated topics fill makes a search's cost depend on what ran before it (a first pass over
+            # new topics 16 us a query, a second 5 us; uncached, 8 us every time).
+            self._stemmer.maxCacheSize = 0
         self._stopwords = frozenset(STOPWORDS_EN)
         self.retriever = bm25s.BM25.load(str(folder), mmap=True)
         arrays = self.retriever.scores  # the precomputed per-term scores, CSC: a term's rows and their scores

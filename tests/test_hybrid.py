@@ -52,7 +52,10 @@ def test_bm25_query_tokens_equal_bm25s_tokenize(hybrid_index, tiny_model):
     reference = bm25s.tokenize(TOKEN_CASES, stopwords="en", stemmer=Stemmer.Stemmer("english"),
                                return_ids=False, show_progress=False)
     assert sparse.tokens(TOKEN_CASES) == [list(t) for t in reference]
+    assert sparse.tokens(TOKEN_CASES) == [list(t) for t in reference]  # the same again: nothing kept between
     assert sparse.tokens(["the of and"]) == [[]]
+    # Queries' stems are not cached: a search costs the same whatever ran before it.
+    assert sparse._stemmer.maxCacheSize == 0
 
 
 def test_bm25_scores_equal_bm25s_get_scores(hybrid_index, tiny_model):
