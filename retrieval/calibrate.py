@@ -22,7 +22,6 @@ the calibration topics lose at most ``tolerance`` of the plan's effectiveness.
 from __future__ import annotations
 
 import dataclasses
-import math
 import statistics
 import time
 
@@ -159,44 +158,33 @@ def learn_margin(searcher: Searcher, point: Point, encoded: Encodings, qids: lis
     return Point(plan, point.ms, point.effectiveness, margin, early_effect)
 
 
-MIN_PASS_MS = 250.0  # a plan's pass lasts about this long at least: its topics run again within it
-MAX_ROUNDS = 20  # ... but at most this many times
-
-
-def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int, repeats: int = 3,
-               min_pass_ms: float = MIN_PASS_MS) -> list[Point]:
+def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int, repeats: int = 3) -> list[Point]:
     """The points with their latency measured as a search pays it: ``search(text, budget=plan)``, query
     after query, in ``repeats`` passes; each pass runs every plan over every query in turn, so the passes
     of one plan lie minutes apart. A point keeps the mean of its slowest pass. The budget contract is about
     mean latency, and on a shared machine the same block of searches runs slower at some times than at
     others: a plan selected by a budget its slowest pass fits keeps that promise more often than one
     whose average pass just fits. (A mean, not a per-query median: a median drops the occasional slow
-    search the contract counts.)
-
-    A cheap plan's pass runs its topics several times over, up to ``MAX_ROUNDS``, to last about
-    ``min_pass_ms`` by the point's estimate: over 200 topics a BM25 pass takes some 20 ms, too short to
-    meet the machine's occasional stalls of a few milliseconds that a longer run of searches pays for.
-    At a tenth of a millisecond a search, one such stall in a thousand searches moves the mean by 5 %.
+    search the contract counts.) Each plan's pass starts after another plan's, with the caches that one
+    left, as a search after other work does; running a cheap plan's topics again within its pass would
+    find their postings warm and under-state it.
 
     The grid's latencies add encoding, timed alone, to each plan's stages, timed alone; in a real search
     the encoder's weights pass through the caches between them, so the sum under-states the whole
     (by 10-40 % here). Only the grid's Pareto points are measured again: they are few, and a plan the
     grid finds dominated stays dominated by much the same margin.
     """
-    rounds = [min(MAX_ROUNDS, max(1, math.ceil(min_pass_ms / max(p.ms * len(texts), 1e-9)))) for p in points]
-    means = np.empty((len(points), repeats))
+    times = np.empty((len(points), repeats, len(texts)))
     for p in points:
         searcher.search(texts[0], k=k, budget=p.plan)  # warm-up
     for r in range(repeats):
         for j, p in enumerate(points):
-            spent = 0.0
-            for _ in range(rounds[j]):
-                for text in texts:
-                    t = time.perf_counter()
-                    searcher.search(text, k=k, budget=p.plan)
-                    spent += time.perf_counter() - t
-            means[j, r] = spent * 1000 / (rounds[j] * len(texts))
-    return [dataclasses.replace(p, ms=float(ms)) for p, ms in zip(points, means.max(axis=1))]
+            for i, text in enumerate(texts):
+                t = time.perf_counter()
+                searcher.search(text, k=k, budget=p.plan)
+                times[j, r, i] = (time.perf_counter() - t) * 1000
+    slowest = times.mean(axis=2).max(axis=1)
+    return [dataclasses.replace(p, ms=float(ms)) for p, ms in zip(points, slowest)]
 
 
 def confirm(searcher: Searcher, chosen: list[Point], texts: list[str], k: int) -> list[Point]:
