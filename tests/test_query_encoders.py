@@ -8,7 +8,7 @@ from retrieval import Plan, Searcher
 from retrieval.calibrate import Encoded, calibrate, encoded_for
 from retrieval.cli import main
 from retrieval.frontier import CALIBRATION, Frontier, Point
-from retrieval.planner import index_key, searcher_key
+from retrieval.planner import Planner, index_key, searcher_key
 from tests.test_calibrate import judged
 
 INT8 = "onnx-int8"
@@ -124,3 +124,23 @@ def test_calibrate_command_without_int8_queries(built_index, tiny_model_dir, tin
                  "--plan", "2x16:100,4x48:10,encoder=int4"]) == 2
     err = capsys.readouterr().err
     assert "unknown encoder 'int4'" in err and "Traceback" not in err
+
+
+def test_loading_a_named_encoder_is_not_counted_as_the_search(built_index, tiny_model, monkeypatch):
+    """The first search whose plan names another encoder loads it; neither its encode timing nor the latency
+    the planner's pace and drift check observe include that."""
+    import time
+
+    import retrieval.searcher as searcher_module
+
+    searcher = Searcher(built_index, model=tiny_model, encoder="onnx", threads=1)
+    plan = Plan.parse("2x16:100,4x48:10,encoder=onnx-int8")
+    searcher._planner = planner = Planner(searcher.index, None, Frontier(
+        searcher_key(searcher), index_key(searcher.index), "nDCG@10", 10, "t", 1, 1, [Point(plan, 50.0, 0.5)]), searcher)
+    real = searcher_module.make_encoder
+    monkeypatch.setattr(searcher_module, "make_encoder", lambda *a, **kw: time.sleep(0.3) or real(*a, **kw))
+    observed = []
+    monkeypatch.setattr(planner, "observe", lambda p, ms: observed.append((p, ms)))
+    result = searcher.search("coffee roasting", k=10, budget=60.0)
+    assert result.plan == plan and INT8 in searcher._encoders
+    assert result.timings["encode"] < 300 and observed[0][0] == plan and observed[0][1] < 300
