@@ -64,6 +64,8 @@ PACE_MIN_MS = 1.0  # plans faster than this do not set the pace: fixed overheads
 PACE_EXPIRY = 32  # budgeted searches without a plan that sets the pace, after which it returns to 1
 SPARSE_KEEPS = (100, 200, 500, 1000)  # BM25 shortlist depths the planner considers
 FUSIONS = ("rrf", "linear:0.3", "linear:0.5", "linear:0.7")  # fusions of BM25 with the full size it considers
+EXIT_SPARSE_KEEPS = (100, 1000)  # BM25 depths reranked at an earlier layer's exit
+EXIT_FUSIONS = ("linear:0.5", "linear:0.7")  # ... and fused with it
 SEARCH_VALUES = {"ef": (32, 64, 256), "nprobe": (4, 16, 64)}  # per-search values tried beside the stored one
 DEFAULT_SHORTLIST = 1000  # candidates the uncalibrated default cascade reranks
 SAMPLE_QUERIES = (
@@ -429,7 +431,10 @@ class Planner:
         return (_size_key(plan[-1].size), not plan[0].binary, _size_key(plan[0].size), reach, param)
 
     def sparse_candidates(self, k: int) -> list[Plan]:
-        """Plans with BM25: alone, shortlisting for the full size, and fused with it."""
+        """Plans with BM25: alone, shortlisting for the full size, and fused with it; and shortlisting for
+        each earlier layer's exit (its widest stored size), alone and fused: a query encoded to layer 3
+        costs about half of one encoded to layer 6, so these fill the latencies between BM25 alone and
+        the full-size hybrids."""
         if self.index.bm25 is None:
             return []
         n = len(self.index)
@@ -438,6 +443,12 @@ class Planner:
         for keep in sorted({min(x, n) for x in SPARSE_KEEPS if x >= k} | {min(max(k, 100), n)}):
             plans.append(Plan([Stage(BM25, keep), Stage(full, k)]))
             plans += [Plan([Stage(BM25, keep), Stage(full, k, fuse)]) for fuse in FUSIONS]
+        exits = [max(s for s in self.index.sizes if s.layer == layer)
+                 for layer in sorted({s.layer for s in self.index.sizes if s.layer < full.layer})]
+        for size in exits:
+            for keep in sorted({min(max(x, k), n) for x in EXIT_SPARSE_KEEPS}):
+                plans.append(Plan([Stage(BM25, keep), Stage(size, k)]))
+                plans += [Plan([Stage(BM25, keep), Stage(size, k, fuse)]) for fuse in EXIT_FUSIONS]
         return plans
 
     def choose(self, budget: float | None, k: int) -> Plan:

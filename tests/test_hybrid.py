@@ -163,6 +163,10 @@ def test_planner_and_calibration_consider_bm25_plans(hybrid_index, tiny_model, t
     searcher = Searcher(folder, model=tiny_model, encoder="torch", threads=1)
     plans = searcher.planner.candidates(10)
     assert Plan.parse("bm25:100,4x48:10,fuse=rrf") in plans and Plan.parse("bm25:150") in plans
+    # Each earlier layer's exit (its widest stored size) reranks and fuses BM25 shortlists too.
+    exits = {str(p[-1].size) for p in plans if p[0].sparse and len(p) == 2 and p[-1].size.layer < 4}
+    assert searcher.index.sizes == [Size(2, 16), Size(4, 48)] and exits == {"2x16"}
+    assert Plan.parse("bm25:100,2x16:10,fuse=linear:0.7") in plans and Plan.parse("bm25:150,2x16:10") in plans
     topics = {f"q{i}": q for i, q in enumerate(QUERIES)}
     qrels = {f"q{i}": {searcher.index.docids[i]: 1} for i in range(len(QUERIES))}
     frontier, points = calibrate(searcher, topics, qrels, progress=False)
