@@ -9,10 +9,10 @@ Beside the searcher's own encoder, the topics are also encoded with its cheaper 
 tried with them too (``encoder=onnx-int8``): a budget can then buy a cheaper encoding of the
 query rather than a smaller size. The topics say what each encoding costs in effectiveness.
 
-The plans on the Pareto frontier of those estimates are then timed end to end, as searches (``end_to_end``),
-and the frontier is taken again over those measured latencies; its plans are then timed once more,
-and each takes the latency of that second measurement, which did not choose them (``confirm``). Effectiveness is scored with
-ir-measures.
+The plans on the Pareto frontier of those estimates are then timed end to end, as searches
+(``end_to_end``), and the frontier is taken again over those measured latencies; its plans are then
+timed once more, and each takes the latency of that second measurement, which did not choose them
+(``confirm``). Effectiveness is scored with ir-measures.
 
 Early stopping: for each multi-stage frontier plan, a query whose shortlist is
 decisive (``searcher.decisiveness`` of its first stage reaches a margin) skips the

@@ -73,6 +73,7 @@ class Searcher:
         self.encoder = make_encoder(model, encoder, threads)
         self._threads = threads
         self._encoders = {self.encoder.kind: self.encoder}  # the searcher's own, and those plans name (encoder=)
+        self._encoders_lock = threading.Lock()
         if isinstance(rerank_tier, RerankTier):
             rerank_tier.check(self.index)
             self.tier = rerank_tier
@@ -102,7 +103,7 @@ class Searcher:
             return self.encoder
         encoder = self._encoders.get(kind)
         if encoder is None:
-            with self._planner_lock:
+            with self._encoders_lock:
                 encoder = self._encoders.get(kind)
                 if encoder is None:
                     encoder = self._encoders[kind] = make_encoder(self.model, kind, self._threads)
@@ -152,10 +153,10 @@ class Searcher:
         margin = self.planner.margin(plan) if early_stop else None
         if not queries:
             return []
-        t1 = time.perf_counter()
+        loaded = time.perf_counter()
         encoder = self.encoder_named(plan.encoder) if plan.sizes else None
-        loading = time.perf_counter() - t1  # a plan's first use of the encoder it names loads it: not this search's cost
-        t1 += loading
+        t1 = time.perf_counter()
+        loading = t1 - loaded  # a plan's first use of the encoder it names loads it: not this search's cost
         vectors = encoder.encode_queries(queries, sorted(set(plan.sizes))) if plan.sizes else {}
         encode_ms = (time.perf_counter() - t1) * 1000 / len(queries)
         results = self.run(plan, vectors, k, margin, {"encode": encode_ms} if plan.sizes else {},
