@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import json
 import time
 from pathlib import Path
@@ -109,14 +110,37 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True) ->
     rankings = {name: {} for _, name, _ in systems}
     plans = {}
 
+    passes = CollectorPasses()
+
     def one(r, i, qid, name, search):
+        passes.system = name
         t = time.perf_counter()
         result = search(topics[qid])
         ms[name][r, i] = (time.perf_counter() - t) * 1000
+        passes.system = None
         plans.setdefault(name, collections.Counter())[str(result.plan)] += 1
         if r == 0:
             rankings[name][qid] = result.docids
 
+    gc.callbacks.append(passes)
+    try:
+        _passes(systems, qids, repeats, interleave, one)
+    finally:
+        gc.callbacks.remove(passes)
+    out = {}
+    for kind, name, _ in systems:
+        per_query = np.median(ms[name], axis=0)
+        out[name] = {"kind": kind, "mean_ms": float(per_query.mean()), "every_search_mean_ms": float(ms[name].mean()),
+                     "p50_ms": float(np.percentile(per_query, 50)),
+                     "p95_ms": float(np.percentile(per_query, 95)),
+                     "plans": [plan for plan, _ in plans[name].most_common()],
+                     "plan_share": {plan: n / plans[name].total() for plan, n in plans[name].most_common()},
+                     "collector": passes.of(name),
+                     "rankings": rankings[name]}
+    return out
+
+
+def _passes(systems: list, qids: list, repeats: int, interleave: bool, one) -> None:
     for r in range(repeats):
         if interleave:
             for i, qid in enumerate(tqdm(qids, desc=f"pass {r + 1}/{repeats}", leave=False)):
@@ -126,16 +150,31 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True) ->
             for _, name, search in tqdm(systems, desc=f"pass {r + 1}/{repeats}", leave=False):
                 for i, qid in enumerate(qids):
                     one(r, i, qid, name, search)
-    out = {}
-    for kind, name, _ in systems:
-        per_query = np.median(ms[name], axis=0)
-        out[name] = {"kind": kind, "mean_ms": float(per_query.mean()), "every_search_mean_ms": float(ms[name].mean()),
-                     "p50_ms": float(np.percentile(per_query, 50)),
-                     "p95_ms": float(np.percentile(per_query, 95)),
-                     "plans": [plan for plan, _ in plans[name].most_common()],
-                     "plan_share": {plan: n / plans[name].total() for plan, n in plans[name].most_common()},
-                     "rankings": rankings[name]}
-    return out
+
+
+class CollectorPasses:
+    """The cycle collector's passes that ran inside a timed search (a ``gc.callbacks`` hook): per system,
+    how many, of which generation, and the ms they took, part of the search's time. The profile that tells
+    a slow block's cause from its plan's."""
+
+    def __init__(self):
+        self.system = None
+        self._start = 0.0
+        self._seen: dict[str, dict] = {}
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if self.system is None:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+            return
+        seen = self._seen.setdefault(self.system, {"passes": 0, "full_passes": 0, "ms": 0.0})
+        seen["passes"] += 1
+        seen["full_passes"] += info["generation"] == 2
+        seen["ms"] += (time.perf_counter() - self._start) * 1000
+
+    def of(self, system: str) -> dict:
+        return self._seen.get(system, {"passes": 0, "full_passes": 0, "ms": 0.0})
 
 
 def run(name: str, model: StarbucksModel, args) -> dict:
@@ -203,7 +242,8 @@ def budget_row(budget: float, row: dict, frontier) -> dict:
     mean = row["every_search_mean_ms"]
     return {"budget_ms": budget, "plan": str(plan), "predicted_ms": frontier.measured(plan), "mean_ms": mean,
             "per_query_median_mean_ms": row["mean_ms"], "p95_ms": row["p95_ms"], "nDCG@10": row["nDCG@10"],
-            "holds": mean <= 1.1 * budget, "plan_share": row.get("plan_share", {str(plan): 1.0})}
+            "holds": mean <= 1.1 * budget, "plan_share": row.get("plan_share", {str(plan): 1.0}),
+            **({"collector": row["collector"]} if "collector" in row else {})}
 
 
 def _ndcg():
@@ -281,16 +321,21 @@ def markdown(results: dict) -> str:
                        r["budgets_on_calibration_topics"]))
     for title, rows in tables:
         lines += ["", title, "", "| budget ms | plan (share of searches) | predicted ms (main plan) | mean ms (every search) | p95 ms | "
-                  "nDCG@10 | mean <= 1.1x budget |",
-                  "|---|---|---|---|---|---|---|"]
+                  "nDCG@10 | mean <= 1.1x budget | collector passes in its searches (full), ms |",
+                  "|---|---|---|---|---|---|---|---|"]
         for b in rows:
             pred = "" if b["predicted_ms"] is None else f"{b['predicted_ms']:.2f}"
             share = b.get("plan_share", {b["plan"]: 1.0})
             plan = b["plan"] if len(share) == 1 else "; ".join(f"{p} ({v:.0%})" for p, v in share.items())
             lines.append(f"| {b['budget_ms']:g} | {plan} | {pred} | {b['mean_ms']:.2f} | {b['p95_ms']:.2f} | "
-                         f"{b['nDCG@10']:.4f} | {'yes' if b['holds'] else '**no**'} |")
+                         f"{b['nDCG@10']:.4f} | {'yes' if b['holds'] else '**no**'} | {collector_cell(b)} |")
     lines += ["", "Summary:", "", "```json", json.dumps(r["summary"], indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def collector_cell(row: dict) -> str:
+    c = row.get("collector")
+    return "" if c is None else f"{c['passes']} ({c['full_passes']}), {c['ms']:.1f}"
 
 
 def summary_table(out: Path) -> str:

@@ -41,6 +41,7 @@ import platform
 import statistics
 import threading
 import time
+import typing
 import warnings
 
 import numpy as np
@@ -237,6 +238,27 @@ def measure(searcher, rounds: int = MEASURE_ROUNDS) -> CostModel:
                      spread=spread, load_average=round(os.getloadavg()[0], 2))
 
 
+class QueryPath(typing.NamedTuple):
+    """What a planner measures a searcher's costs with: its index, encoder and rerank tier. Not the searcher
+    itself, which holds its planner: a reference back would make the pair a reference cycle, and a cycle
+    among objects frozen out of the collector's passes (:mod:`starbucks.heap`) is never freed."""
+
+    index: object
+    encoder: object
+    tier: object = None
+    rerank_tier: str = "mmap"
+
+    @classmethod
+    def of(cls, searcher) -> "QueryPath":
+        return cls(searcher.index, searcher.encoder, getattr(searcher, "tier", None),
+                   getattr(searcher, "rerank_tier", "mmap"))
+
+    def first_stage(self, stage, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from retrieval.searcher import first_stage
+
+        return first_stage(self.index, stage, queries)
+
+
 def index_key(index) -> str:
     m = index.manifest
     return f"{m.model_fingerprint}:{m.corpus_fingerprint}:{m.index_type}"
@@ -263,7 +285,7 @@ class Planner:
         self.index = index
         self._costs = costs
         self.frontier = frontier
-        self.searcher = searcher
+        self.path = None if searcher is None else QueryPath.of(searcher)  # what costs are measured with
         self.source = "calibration" if frontier is not None else "cost model"
         self._warned = False
         self._over: set[float] = set()  # budgets warned about: at the pace, even their cheapest plan runs over
@@ -292,13 +314,13 @@ class Planner:
 
     def _cached_costs(self) -> CostModel | None:
         path = self.index.path / COSTS
-        if self.searcher is None or not path.is_file():
+        if self.path is None or not path.is_file():
             return None
         try:
             costs = CostModel.from_dict(json.loads(path.read_text()))
         except (json.JSONDecodeError, KeyError, ValueError, TypeError):
             return None
-        if costs.machine != searcher_key(self.searcher) or costs.index != index_key(self.index) \
+        if costs.machine != searcher_key(self.path) or costs.index != index_key(self.index) \
                 or set(costs.rescore_us) != set(self.index.sizes) or costs.contended \
                 or any(first_key(s) not in costs.first_ms for s in first_stages(self.index)):
             return None
@@ -306,11 +328,11 @@ class Planner:
 
     def remeasure(self) -> CostModel:
         """Measure the cost model afresh; cache it in the index unless other work disturbed it."""
-        if self.searcher is None:
+        if self.path is None:
             raise ValueError("this planner has no searcher to measure costs with")
-        costs = measure(self.searcher)
+        costs = measure(self.path)
         if costs.contended:  # one retry: a passing burst of other work
-            costs = min(costs, measure(self.searcher), key=lambda c: c.spread)
+            costs = min(costs, measure(self.path), key=lambda c: c.spread)
         path = self.index.path / COSTS
         if costs.contended:
             warnings.warn(f"the cost model was measured while the machine was busy (rounds {costs.spread:.1f}x apart, "

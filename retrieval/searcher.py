@@ -16,6 +16,7 @@ from retrieval.plan import BM25, Plan
 from starbucks.encoder import check_encoder, make_encoder
 from starbucks.errors import StarbucksError
 from starbucks.model import StarbucksModel
+from starbucks.heap import settle
 
 
 @dataclasses.dataclass
@@ -38,11 +39,19 @@ class Result:
         return sum(self.timings.values())
 
 
+def first_stage(index: Index, stage, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A dense first stage's (scores, rows) per query over ``index`` (see ``Searcher.first_stage``)."""
+    if stage.binary:
+        return index.search_binary(stage.size, queries, stage.keep, stage.param)
+    return index.search(stage.size, queries, stage.keep, stage.param)
+
+
 class Searcher:
     """Cascaded search over one index. Safe to call from many threads at once."""
 
     def __init__(self, index: str | Path | Index, model: str | Path | StarbucksModel | None = None,
-                 encoder: str = "auto", threads: int | None = None, rerank_tier: "str | RerankTier" = "mmap"):
+                 encoder: str = "auto", threads: int | None = None, rerank_tier: "str | RerankTier" = "mmap",
+                 freeze_heap: bool = True):
         """``encoder``: ``auto``, ``torch``, ``onnx`` or ``onnx-int8``; ``threads``: for every library
         on the query path (default: the available cores; pick 1 for the latency of single queries).
         ``rerank_tier``: where the rerank sizes' vectors live while rescoring: ``mmap`` (the memory-mapped
@@ -53,7 +62,11 @@ class Searcher:
         A rerank stage at the same size as the stage before it reads the stored vectors whatever the tier:
         ``b6x384:10000,6x384:50,6x384:10``
         rescores 10,000 candidates from int8 codes, then the best 50 exactly. A loaded ``RerankTier`` of the
-        same index can be passed instead, to share it among searchers."""
+        same index can be passed instead, to share it among searchers.
+        ``freeze_heap``: once loaded, collect the garbage and freeze every object alive out of the cycle
+        collector's later passes (:func:`starbucks.heap.settle`), so that a full pass, which with torch and
+        ONNX Runtime loaded would take a search some 170 ms, scans only what was made since. False for a
+        program whose objects alive now must have their reference cycles collected later."""
         check_encoder(encoder)
         if not isinstance(rerank_tier, RerankTier):
             check_tier(rerank_tier)
@@ -82,6 +95,8 @@ class Searcher:
         self.rerank_tier = self.tier.name
         self._planner = None
         self._planner_lock = threading.Lock()
+        if freeze_heap:
+            settle()
 
     @property
     def planner(self):
@@ -225,9 +240,7 @@ class Searcher:
     def first_stage(self, stage, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A dense first stage's (scores, rows) per query, with its search parameter or by the Hamming
         distance of sign bits (binary); rows -1 pad."""
-        if stage.binary:
-            return self.index.search_binary(stage.size, queries, stage.keep, stage.param)
-        return self.index.search(stage.size, queries, stage.keep, stage.param)
+        return first_stage(self.index, stage, queries)
 
     @staticmethod
     def _valid(scores: np.ndarray, rows: np.ndarray) -> "_Ranking":

@@ -1,0 +1,103 @@
+"""What a loaded searcher leaves to the cycle collector and the page tables: frozen objects, no
+reference cycles of its own, BM25 postings mapped before the first search, and the benchmark's
+record of the collector's passes inside timed searches."""
+import gc
+import resource
+import weakref
+
+import numpy as np
+import pytest
+
+from experiments.query_path import CollectorPasses, timed
+from indexes.sparse import PAGE, resident
+from retrieval import Plan, Searcher
+from starbucks.heap import settle
+
+
+@pytest.fixture
+def unfrozen():
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+def test_a_searcher_freezes_what_is_alive_out_of_the_collectors_passes(built_index, tiny_model, unfrozen):
+    Searcher(built_index, model=tiny_model, freeze_heap=False)
+    assert gc.get_freeze_count() == 0
+    Searcher(built_index, model=tiny_model)
+    assert gc.get_freeze_count() > 10_000  # the imported libraries' objects, far more than the searcher's
+
+
+def test_settle_collects_garbage_before_freezing(unfrozen):
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle, garbage once the names go
+    dead = weakref.ref(a)
+    del a, b
+    settle()
+    assert dead() is None
+
+
+def test_a_dropped_searcher_is_freed_without_the_collector(built_index, tiny_model):
+    """Frozen objects in a reference cycle are never collected: a searcher, its planner (once a budget made
+    one) and its named encoders must be freed by reference counting alone."""
+    gc.disable()
+    try:
+        s = Searcher(built_index, model=tiny_model, encoder="onnx", threads=1)
+        s.search("coffee roasting", k=5, budget=Plan.parse("1x8:20,4x48:5"))
+        s.planner  # the planner refers back to its searcher
+        s.search("coffee roasting", k=5, budget=Plan.parse("1x8:20,4x48:5,encoder=onnx-int8"))
+        gone = weakref.ref(s)
+        planner = weakref.ref(s.planner)
+        del s
+        assert gone() is None and planner() is None
+    finally:
+        gc.enable()
+
+
+def test_a_planner_measures_without_its_searcher(built_index, tiny_model, monkeypatch):
+    """It holds what it measures with (index, encoder, tier), not the searcher: it works on when the searcher
+    it came from is gone."""
+    import retrieval.planner as planner_module
+
+    monkeypatch.setattr(planner_module, "MAX_SPREAD", float("inf"))
+    s = Searcher(built_index, model=tiny_model, encoder="onnx", threads=1)
+    planner, encoder = s.planner, s.encoder
+    del s
+    assert planner.path.encoder is encoder
+    assert planner.remeasure().encode_ms
+
+
+def _faults_reading(array: np.ndarray) -> int:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    int(array.view(np.uint8)[::PAGE].max())
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_resident_maps_every_page_before_a_search_reads_it(tmp_path):
+    np.save(tmp_path / "postings.npy", np.arange(1 << 23, dtype=np.int32))  # 32 MiB, 8,192 pages
+    cold = np.load(tmp_path / "postings.npy", mmap_mode="r")
+    assert _faults_reading(np.asarray(cold)) > 8  # a fresh map faults its pages in as they are read
+    warm = np.asarray(np.load(tmp_path / "postings.npy", mmap_mode="r"))
+    resident(warm)
+    assert _faults_reading(warm) <= 2
+    assert int(warm[12345]) == 12345  # and reads the values as stored
+
+
+def test_timed_searches_record_the_collector_passes_inside_them():
+    topics = {"q1": "a", "q2": "b"}
+
+    class Result:
+        docids, plan = ["d"], "p"
+
+    def collecting(_):
+        gc.collect()
+        return Result()
+
+    out = timed([("budget", "collects", collecting), ("budget", "quiet", lambda _: Result())], topics, 2)
+    assert out["collects"]["collector"]["full_passes"] == 2 * 2  # each pass, each query; not the untimed warm-up
+    assert out["collects"]["collector"]["ms"] > 0
+    assert out["quiet"]["collector"] == {"passes": 0, "full_passes": 0, "ms": 0.0}
+    assert not any(isinstance(c, CollectorPasses) for c in gc.callbacks)
