@@ -26,6 +26,17 @@ class Point:
     effectiveness: float
     margin: float | None = None  # early stopping: the decisiveness from which the shortlist is trusted (None: never)
     early: dict | None = None  # what early stopping measured: stopped fraction, ms, effectiveness
+    # A search's latency grows with its query's tokens (the encoder's work): ms more per token than the
+    # calibration topics' mean, ``tokens`` (None: not fitted; a plan that encodes nothing has no slope).
+    per_token_ms: float = 0.0
+    tokens: float | None = None
+
+    def expected_ms(self, tokens: int | None = None) -> float:
+        """The latency expected of one search whose query has ``tokens`` tokens (None: the mean, ``ms``);
+        never below a tenth of ``ms``, however short the query."""
+        if tokens is None or self.tokens is None or not self.per_token_ms:
+            return self.ms
+        return max(self.ms + self.per_token_ms * (tokens - self.tokens), 0.1 * self.ms)
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "plan": str(self.plan)}
@@ -91,9 +102,14 @@ class Frontier:
 
     def measured(self, plan: Plan) -> float | None:
         """The calibrated latency of ``plan`` (whatever its last stage keeps), None if not on the frontier."""
+        point = self.point(plan)
+        return None if point is None else point.ms
+
+    def point(self, plan: Plan) -> Point | None:
+        """The frontier point of ``plan`` (whatever its last stage keeps), None if not on the frontier."""
         for p in self.points:
             if len(p.plan) == len(plan) and at_depth(p.plan, plan[-1].keep) == plan:
-                return p.ms
+                return p
         return None
 
     def margin(self, plan: Plan) -> float | None:
@@ -139,11 +155,13 @@ def format_frontier(frontier: Frontier) -> str:
     """A markdown table of the frontier, with what early stopping measured where it was learnt."""
     lines = [f"Calibrated frontier: {frontier.measure} over {frontier.queries} topics of {frontier.topics} "
              f"({frontier.plans_measured} plans measured, k={frontier.k})", "",
-             f"| plan | ms/query | {frontier.measure} | early-stop margin | stopped | ms/query early | {frontier.measure} early |",
-             "|---|---|---|---|---|---|---|"]
+             f"| plan | ms/query | ms per token (mean tokens) | {frontier.measure} | early-stop margin | stopped | "
+             f"ms/query early | {frontier.measure} early |",
+             "|---|---|---|---|---|---|---|---|"]
     for p in frontier.points:
         e = p.early or {}
-        cells = [str(p.plan), f"{p.ms:.2f}", f"{p.effectiveness:.4f}",
+        slope = f"{p.per_token_ms:.3f} ({p.tokens:.1f})" if p.tokens is not None else ""
+        cells = [str(p.plan), f"{p.ms:.2f}", slope, f"{p.effectiveness:.4f}",
                  "" if p.margin is None else f"{p.margin:.3f}",
                  f"{e['stopped']:.0%}" if e else "", f"{e['ms']:.2f}" if e else "",
                  f"{e['effectiveness']:.4f}" if e else ""]

@@ -47,7 +47,7 @@ import warnings
 import numpy as np
 
 from indexes.files import atomic_write_json
-from retrieval.frontier import Frontier
+from retrieval.frontier import Frontier, Point
 from retrieval.plan import BM25, Plan, Stage
 from starbucks.sizes import Size
 
@@ -290,7 +290,7 @@ class Planner:
         self._warned = False
         self._over: set[float] = set()  # budgets warned about: at the pace, even their cheapest plan runs over
         self._chosen: dict[tuple, Plan] = {}
-        self._predicted: dict[tuple, float | None] = {}  # (plan, calibrated) -> its latency, for observe
+        self._predicted: dict[tuple, Point | None] = {}  # (plan, calibrated) -> its latency, for observe
         self._ratios: collections.deque = collections.deque(maxlen=DRIFT_WINDOW)
         self._observed = 0  # budgeted searches recorded since the last drift check
         self._paced: collections.deque = collections.deque(maxlen=PACE_WINDOW)  # ratios of plans that set the pace
@@ -352,8 +352,8 @@ class Planner:
             self.pace = 1.0
         return costs
 
-    def observe(self, plan: Plan, ms: float) -> None:
-        """Record a budgeted query's measured latency.
+    def observe(self, plan: Plan, ms: float, tokens: int | None = None) -> None:
+        """Record a budgeted query's measured latency; ``tokens``, its query's token count where it was encoded.
 
         The pace: the median ratio to the prediction over the last ``PACE_WINDOW`` searches of plans
         predicted at ``PACE_MIN_MS`` or more, when it exceeds ``PACE_SLACK`` (else 1). Cached choices are
@@ -362,24 +362,29 @@ class Planner:
         its plan again. Drift: when the median over ``DRIFT_WINDOW`` searches of such plans runs well away
         from 1, the cost model is measured again (calibrated plans only warn: rerun calibrate). A
         sub-millisecond plan's ratio swings with the query's terms and the timer's jitter, so it counts
-        towards neither."""
+        towards neither.
+
+        A calibrated plan's ratio is to what the query's length leads one to expect
+        (``Point.expected_ms``): its latency grows with the tokens encoded, and a run of long queries is
+        not a slow machine."""
         calibrated = self.frontier is not None and self.source == "calibration"
         key = (plan, calibrated)
-        predicted = self._predicted.get(key, False)
-        if predicted is False:  # looked up once per plan: at sub-millisecond budgets the lookup itself counts
-            predicted = self.frontier.measured(plan) if calibrated else (self._costs.predict(plan) if self._costs else None)
+        point = self._predicted.get(key, False)
+        if point is False:  # looked up once per plan: at sub-millisecond budgets the lookup itself counts
+            point = self.frontier.point(plan) if calibrated else (
+                Point(plan, self._costs.predict(plan), 0.0) if self._costs else None)
             if calibrated or self._costs is not None:
-                self._predicted[key] = predicted
-        if not predicted:
+                self._predicted[key] = point
+        if point is None or not point.ms:
             return
         with self._lock:
-            if predicted < PACE_MIN_MS:  # jitter and fixed overheads, not the machine: neither pace nor drift
+            if point.ms < PACE_MIN_MS:  # jitter and fixed overheads, not the machine: neither pace nor drift
                 self._quiet += 1
                 if self._quiet >= PACE_EXPIRY and self.pace != 1.0:
                     self._paced.clear()
                     self._set_pace(1.0)
                 return
-            ratio = ms / predicted
+            ratio = ms / point.expected_ms(tokens)
             self._ratios.append(ratio)
             self._observed += 1
             self._paced.append(ratio)

@@ -172,12 +172,13 @@ class Searcher:
         encoder = self.encoder_named(plan.encoder) if plan.sizes else None
         t1 = time.perf_counter()
         loading = t1 - loaded  # a plan's first use of the encoder it names loads it: not this search's cost
-        vectors = encoder.encode_queries(queries, sorted(set(plan.sizes))) if plan.sizes else {}
+        lengths = []  # each query's tokens, as encoded
+        vectors = encoder.encode_queries(queries, sorted(set(plan.sizes)), lengths=lengths) if plan.sizes else {}
         encode_ms = (time.perf_counter() - t1) * 1000 / len(queries)
         results = self.run(plan, vectors, k, margin, {"encode": encode_ms} if plan.sizes else {},
                            texts=list(queries))
         if isinstance(budget, (int, float)) and not isinstance(budget, bool) and len(queries) == 1:
-            self.planner.observe(plan, (time.perf_counter() - t0 - loading) * 1000)
+            self.planner.observe(plan, (time.perf_counter() - t0 - loading) * 1000, lengths[0] if lengths else None)
         return results
 
     def run(self, plan: Plan, vectors: dict, k: int, margin: float | None = None,

@@ -66,12 +66,23 @@ class Encoder:
     def config(self):
         return self.model.config
 
-    def encode_queries(self, queries: Sequence[str], sizes, batch_size: int | None = None) -> dict[Size, np.ndarray]:
+    def encode_queries(self, queries: Sequence[str], sizes, batch_size: int | None = None,
+                       lengths: list | None = None) -> dict[Size, np.ndarray]:
+        """Each query's vector at each size. ``lengths``: a list that each query's token count (prefix and
+        special tokens included, after truncation) is appended to, as encoding counted them."""
+        texts = self._query_texts(queries)
+        return self._encode(texts, sizes, self.config.query_max_length, batch_size, check_length=True,
+                            lengths=lengths)
+
+    def token_counts(self, queries: Sequence[str]) -> list[int]:
+        """Each query's token count as ``encode_queries`` sees it, without encoding."""
+        return [len(ids) for ids in self._tokenize(self._query_texts(queries), self.config.query_max_length, True)]
+
+    def _query_texts(self, queries: Sequence[str]) -> list[str]:
         for i, q in enumerate(queries):
             if not q or not q.strip():
                 raise InputError(f"query {i} is empty")
-        texts = [self.config.query_prefix + q for q in queries]
-        return self._encode(texts, sizes, self.config.query_max_length, batch_size, check_length=True)
+        return [self.config.query_prefix + q for q in queries]
 
     def encode_passages(self, passages: Sequence[str], sizes, batch_size: int | None = None) -> dict[Size, np.ndarray]:
         texts = [self.config.passage_prefix + p for p in passages]
@@ -89,11 +100,13 @@ class Encoder:
         # Cut to the configured length, keeping the closing special token as truncation does.
         return [row if len(row) <= limit else row[: limit - 1] + row[-1:] for row in ids]
 
-    def _encode(self, texts, sizes, max_length, batch_size, check_length=False) -> dict[Size, np.ndarray]:
+    def _encode(self, texts, sizes, max_length, batch_size, check_length=False, lengths=None) -> dict[Size, np.ndarray]:
         sizes = [Size.parse(s) for s in sizes]
         self.model.check_sizes(sizes)
         batch_size = batch_size or self.batch_size
         ids = self._tokenize(texts, max_length, check_length)
+        if lengths is not None:
+            lengths.extend(len(row) for row in ids)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = {s: np.empty((len(ids), s.dim), dtype=np.float32) for s in sizes}
         for start in range(0, len(order), batch_size):

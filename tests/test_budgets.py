@@ -5,6 +5,7 @@ import random
 import shutil
 import warnings
 
+import numpy as np
 import pytest
 
 import retrieval.planner as planner_module
@@ -293,3 +294,60 @@ def test_sub_millisecond_plans_never_trigger_the_drift_check(index_copy, tiny_mo
     with pytest.warns(UserWarning, match="2.5x the calibrated latency"):
         for _ in range(DRIFT_WINDOW):
             planner.observe(slow, 4.0 * 2.5)
+
+
+def test_a_long_query_is_not_a_slow_machine(index_copy, tiny_model):
+    """A calibrated plan's latency grows with its query's tokens: the pace compares each search with what
+    its length leads one to expect, so long queries at their expected latency leave it at 1, while the
+    same latencies at the mean length, or every query slower than its length explains, move it."""
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    slow = Point(Plan.parse("4x48:50"), 4.0, 0.9, per_token_ms=0.1, tokens=20.0)
+    points = [Point(Plan.parse("bm25:100"), 0.3, 0.3), slow]
+    planner = Planner(searcher.index, fake_costs(searcher), Frontier("m", "i", "nDCG@10", 10, "t", 9, 2, points),
+                      searcher)
+    window = planner_module.PACE_WINDOW
+    for _ in range(window):
+        planner.observe(slow.plan, 6.0, tokens=40)  # 20 tokens over the mean: 4.0 + 20 x 0.1 expected
+    assert planner.pace == 1.0
+    for _ in range(window):
+        planner.observe(slow.plan, 6.0 * 1.3, tokens=40)
+    assert planner.pace == pytest.approx(1.3)
+    planner._set_pace(1.0)
+    for _ in range(window):
+        planner.observe(slow.plan, 6.0)  # no token count: the plan's mean is what is expected
+    assert planner.pace == pytest.approx(1.5)
+
+
+def test_expected_latency_of_a_query_by_its_length():
+    point = Point(Plan.parse("4x48:50"), 4.0, 0.9, per_token_ms=0.1, tokens=20.0)
+    assert point.expected_ms(20) == 4.0 and point.expected_ms(None) == 4.0
+    assert point.expected_ms(30) == pytest.approx(5.0) and point.expected_ms(10) == pytest.approx(3.0)
+    assert point.expected_ms(0) == pytest.approx(2.0) and point.expected_ms(-1000) == pytest.approx(0.4)  # a floor
+    assert Point(Plan.parse("4x48:50"), 4.0, 0.9).expected_ms(60) == 4.0  # not fitted: the mean
+    again = Frontier.from_dict(Frontier("m", "i", "nDCG@10", 10, "t", 9, 1, [point]).to_dict())
+    assert again.points == [point] and again.point(Plan.parse("4x48:50")) == point
+    old = {k: v for k, v in point.to_dict().items() if k not in ("per_token_ms", "tokens")}
+    assert Point.from_dict(old).expected_ms(60) == 4.0  # a calibration written before the fit loads
+
+
+def test_the_per_token_fit():
+    from retrieval.calibrate import per_token
+
+    tokens = np.array([10.0, 20.0, 30.0, 40.0])
+    fit = per_token(tokens, 1.0 + 0.05 * tokens)
+    assert fit["per_token_ms"] == pytest.approx(0.05) and fit["tokens"] == 25.0
+    assert per_token(tokens, 3.0 - 0.05 * tokens)["per_token_ms"] == 0.0  # never negative
+    assert per_token(np.full(4, 12.0), np.array([1.0, 2.0, 3.0, 4.0]))["per_token_ms"] == 0.0  # one length
+
+
+def test_a_budgeted_search_tells_the_planner_its_querys_tokens(index_copy, tiny_model, monkeypatch):
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    points = [Point(Plan.parse("1x8:100,4x48:10"), 2.0, 0.5)]
+    searcher._planner = planner = Planner(searcher.index, fake_costs(searcher),
+                                          Frontier("m", "i", "nDCG@10", 10, "t", 9, 1, points), searcher)
+    seen = []
+    monkeypatch.setattr(planner, "observe", lambda plan, ms, tokens=None: seen.append(tokens))
+    query = "coffee roasting and the chemistry of crema"
+    searcher.search(query, k=10, budget=3.0)
+    searcher.search(query, k=10, budget=Plan.parse("1x8:100,4x48:10"))  # a plan, not a budget: not observed
+    assert seen == searcher.encoder.token_counts([query])

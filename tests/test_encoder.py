@@ -170,3 +170,14 @@ def test_the_srl_model_ships_by_name_in_float16_under_50_mb():
     assert "## Reproduce" in (folder / "README.md").read_text()
     model = StarbucksModel.load("starbucks-minilm-l6-srl", device="cpu")
     assert list(model.config.sizes) == diagonal(6, 384) and model.backbone.dtype == torch.float32
+
+
+def test_token_counts_are_what_encoding_counts(tiny_model):
+    encoder = Encoder(tiny_model)
+    queries = ["coffee", "tidal energy and the moon", "word " * 500]
+    lengths = []
+    encoder.encode_queries(queries, [Size(1, 8)], lengths=lengths)
+    counts = encoder.token_counts(queries)
+    assert lengths == counts
+    assert counts[0] < counts[1] <= counts[2] == min(tiny_model.config.query_max_length, tiny_model.max_positions)
+    assert counts[0] == len(tiny_model.tokenizer(tiny_model.config.query_prefix + "coffee")["input_ids"])

@@ -172,3 +172,11 @@ def test_planner_and_calibration_consider_bm25_plans(hybrid_index, tiny_model, t
     frontier, points = calibrate(searcher, topics, qrels, progress=False)
     assert any(p.plan.uses_bm25 for p in points)
     assert frontier.points and all(p.ms > 0 for p in points)
+    # Each frontier plan that encodes its query has its latency's growth with the query's tokens fitted
+    # over these topics; BM25 alone encodes nothing and has none.
+    counts = searcher.encoder.token_counts(list(topics.values()))
+    for p in frontier.points:
+        if p.plan.sizes:
+            assert p.tokens == pytest.approx(sum(counts) / len(counts)) and p.per_token_ms >= 0
+        else:
+            assert p.tokens is None and p.per_token_ms == 0
