@@ -108,13 +108,22 @@ def new_index(index_type: str, dim: int, num_docs: int) -> faiss.Index:
     raise StarbucksError(f"unknown index type {index_type!r}: choose flat, hnsw or ivfpq")
 
 
+TRAIN_ROWS = 100_000  # rows an index is trained on, at least
+TRAIN_PER_LIST = 40  # and at least this many a list of an IVF index (k-means wants 39 a centroid)
+
+
+def training_sample(index, n: int, seed: int = 0) -> np.ndarray:
+    """The rows (sorted) an index is trained on: ``TRAIN_ROWS``, or ``TRAIN_PER_LIST`` per inverted list
+    where that is more (4,000 lists at 1M documents: 160,000 rows), or every row of a smaller corpus."""
+    size = min(n, max(TRAIN_ROWS, TRAIN_PER_LIST * getattr(index, "nlist", 0)))
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
 def fill_index(index: faiss.Index, vectors: np.ndarray, block: int = 65536, seed: int = 0) -> None:
     """Train (if needed) and add every row of a (memory-mapped) matrix, block by block."""
     n = vectors.shape[0]
     if not index.is_trained:
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(n, size=min(n, 100_000), replace=False))
-        index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+        index.train(np.ascontiguousarray(vectors[training_sample(index, n, seed)], dtype=np.float32))
     for start in range(0, n, block):
         index.add(np.ascontiguousarray(vectors[start : start + block], dtype=np.float32))
 
@@ -173,7 +182,7 @@ def binary_index(vectors: np.ndarray, index_type: str = "flat", block: int = 655
                  seed: int = 0) -> "faiss.IndexBinary":
     """A Hamming index over the sign bits of a (memory-mapped) matrix, filled block by block: exact
     (``flat``), a graph (``hnsw``, efSearch stored as for float HNSW) or inverted lists (``ivf``, nlist
-    about 4*sqrt(n), trained on a sample of up to 100,000 codes, nprobe 16 stored)."""
+    about 4*sqrt(n), trained on a sample as ``training_sample`` draws it, nprobe 16 stored)."""
     n, bits = vectors.shape[0], 8 * math.ceil(vectors.shape[1] / 8)
     if index_type == "flat":
         index = faiss.IndexBinaryFlat(bits)
@@ -184,9 +193,7 @@ def binary_index(vectors: np.ndarray, index_type: str = "flat", block: int = 655
     elif index_type == "ivf":
         nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
         index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, nlist)
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(n, size=min(n, 100_000), replace=False))
-        index.train(sign_codes(vectors[sample]))
+        index.train(sign_codes(vectors[training_sample(index, n, seed)]))
         index.nprobe = min(nlist, 16)
     else:
         raise StarbucksError(f"unknown binary index type {index_type!r}: choose {', '.join(BINARY_INDEX_TYPES)}")

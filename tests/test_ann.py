@@ -129,3 +129,18 @@ def test_cost_model_keeps_first_stages_with_parameters():
     assert again == costs
     assert again.predict(Plan.parse(f"{SHORT}~ef=32:100,{FULL}:10")) == pytest.approx(2.0 + 0.2 + 0.1)
     assert again.predict(Plan.parse(f"{SHORT}:100,{FULL}:10")) == pytest.approx(2.0 + 1.5 + 0.1)
+
+
+def test_an_ivf_index_trains_on_enough_rows_for_its_lists():
+    """k-means wants some 39 rows a centroid: at 1M documents IVF-PQ has 4,000 lists, more than 100,000
+    rows can train without FAISS warning that the clustering is under-fed."""
+    from types import SimpleNamespace
+
+    from indexes.faiss_index import ivfpq_params, training_sample
+
+    n = 1_000_000
+    nlist = ivfpq_params(n, 384)["nlist"]
+    rows = training_sample(SimpleNamespace(nlist=nlist), n)
+    assert nlist == 4000 and len(rows) >= 39 * nlist and (np.diff(rows) > 0).all() and rows[-1] < n
+    assert len(training_sample(SimpleNamespace(), n)) == 100_000  # no lists (HNSW, flat): the default
+    assert len(training_sample(SimpleNamespace(nlist=64), 5000)) == 5000  # a small corpus: every row
