@@ -351,3 +351,43 @@ def test_a_budgeted_search_tells_the_planner_its_querys_tokens(index_copy, tiny_
     searcher.search(query, k=10, budget=3.0)
     searcher.search(query, k=10, budget=Plan.parse("1x8:100,4x48:10"))  # a plan, not a budget: not observed
     assert seen == searcher.encoder.token_counts([query])
+
+
+def length_planner(index_copy, tiny_model):
+    """A calibrated searcher whose dense plans' latencies grow with the query's tokens (mean 10)."""
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    points = [Point(Plan.parse("1x8:50"), 0.5, 0.3, per_token_ms=0.02, tokens=10.0),
+              Point(Plan.parse("1x8:100,4x48:10"), 2.0, 0.5, per_token_ms=0.1, tokens=10.0),
+              Point(Plan.parse("4x48:50"), 4.0, 0.9, per_token_ms=0.2, tokens=10.0)]
+    searcher._planner = Planner(searcher.index, fake_costs(searcher),
+                                Frontier("m", "i", "nDCG@10", 10, "t", 9, 3, points), searcher)
+    return searcher, [p.plan for p in points]
+
+
+def test_a_budget_plans_each_query_by_its_length(index_copy, tiny_model):
+    """Each query takes the most effective plan that a query of its length is expected to fit: a short
+    query may afford a plan whose mean latency is over the budget, a long one not its own."""
+    searcher, (cheap, middle, slow) = length_planner(index_copy, tiny_model)
+    planner = searcher.planner
+    assert planner.choose(2.0, 10) == middle  # no length: the plans' means
+    assert planner.choose(2.0, 10, 10) == middle
+    assert planner.choose(2.0, 10, 25) == cheap  # 2.0 + 15 x 0.1 = 3.5 ms expected
+    assert planner.choose(3.2, 10, 4) == slow  # 4.0 - 6 x 0.2 = 2.8 ms expected
+    assert planner.by_length(2.0, 10) and not planner.by_length(4.0 + 0.2 * (planner.max_tokens - 10), 10)
+    with pytest.raises(ValueError, match="below the cheapest"):
+        planner.choose(0.45, 10, 1)  # feasibility is the cheapest plan's mean, at any length
+
+
+def test_a_search_tokenises_its_query_once_to_plan_and_encode_it(index_copy, tiny_model, monkeypatch):
+    searcher, (cheap, middle, slow) = length_planner(index_copy, tiny_model)
+    short, long = "coffee", " ".join(["coffee roasting and the chemistry of crema"] * 4)
+    counts = searcher.encoder.token_counts([short, long])
+    assert counts[0] < 10 < counts[1]
+    calls = []
+    real = searcher.encoder._tokenize
+    monkeypatch.setattr(searcher.encoder, "_tokenize", lambda *a: calls.append(1) or real(*a))
+    assert searcher.search(short, k=10, budget=2.0).plan == middle
+    assert searcher.search(long, k=10, budget=2.0).plan == cheap
+    assert len(calls) == 2
+    assert searcher.search(short, k=10, budget=100.0).plan == slow and len(calls) == 3  # once, to encode
+    assert [r.plan for r in searcher.search_batch([short, long], k=10, budget=2.0)] == [middle, middle]
