@@ -77,15 +77,12 @@ class Frontier:
     plans_measured: int
     points: list[Point]  # the Pareto frontier, cheapest first
 
-    def choose(self, budget: float, k: int, pace: float = 1.0, tokens: int | None = None) -> Plan | None:
+    def choose(self, budget: float, k: int, pace: float = 1.0) -> Plan | None:
         """The most effective frontier plan measured within ``budget`` ms, returning k; None if none returns k.
 
         ``pace``: how much slower than calibrated the machine runs now (observed / measured latency);
         a plan fits when its measured latency times ``pace`` does, and when none does, the cheapest
-        plan serves. ``tokens``: the query's token count; a plan fits when the latency expected of a
-        query that long (``Point.expected_ms``) does, so a short query may afford a plan whose mean
-        latency exceeds the budget and a long one may not afford its own. A budget below the cheapest
-        plan's measured latency is an error at any pace and length."""
+        plan serves. A budget below the cheapest plan's measured latency is an error at any pace."""
         usable = [(p, at_depth(p.plan, k)) for p in self.points]
         usable = [(p, plan) for p, plan in usable if plan is not None]
         if not usable:
@@ -94,7 +91,7 @@ class Frontier:
         if cheapest[0].ms > budget:
             raise ValueError(f"budget {budget} ms is below the cheapest calibrated plan on this machine "
                              f"({cheapest[1]}: {cheapest[0].ms:.2f} ms measured)")
-        fits = [(p, plan) for p, plan in usable if p.expected_ms(tokens) * pace <= budget] or [cheapest]
+        fits = [(p, plan) for p, plan in usable if p.ms * pace <= budget] or [cheapest]
         return max(fits, key=lambda x: (x[0].effectiveness, -x[0].ms))[1]
 
     def best(self, k: int) -> Plan | None:

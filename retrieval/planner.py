@@ -62,7 +62,6 @@ PACE_WINDOW = 8  # budgeted queries the pace is the median of
 PACE_STEP = 0.05  # a pace this far (relative) from the one the cached choices were made at chooses again
 PACE_SLACK = 1.1  # the pace counts only when searches run slower than this (the budget contract's tolerance)
 PACE_MIN_MS = 1.0  # plans faster than this do not set the pace: fixed overheads and jitter dominate them
-MAX_TOKENS = 512  # a query's most tokens, for a planner without an encoder to ask
 PACE_EXPIRY = 32  # budgeted searches without a plan that sets the pace, after which it returns to 1
 SPARSE_KEEPS = (100, 200, 500, 1000)  # BM25 shortlist depths the planner considers
 FUSIONS = ("rrf", "linear:0.3", "linear:0.5", "linear:0.7")  # fusions of BM25 with the full size it considers
@@ -290,7 +289,7 @@ class Planner:
         self.source = "calibration" if frontier is not None else "cost model"
         self._warned = False
         self._over: set[float] = set()  # budgets warned about: at the pace, even their cheapest plan runs over
-        self._chosen: dict[tuple, "Plan | bool"] = {}  # (budget, k[, tokens]) -> plan; (budget, k, None) -> by_length
+        self._chosen: dict[tuple, Plan] = {}
         self._predicted: dict[tuple, Point | None] = {}  # (plan, calibrated) -> its latency, for observe
         self._ratios: collections.deque = collections.deque(maxlen=DRIFT_WINDOW)
         self._observed = 0  # budgeted searches recorded since the last drift check
@@ -479,49 +478,24 @@ class Planner:
                 plans += [Plan([Stage(BM25, keep), Stage(size, k, fuse)]) for fuse in EXIT_FUSIONS]
         return plans
 
-    def choose(self, budget: float | None, k: int, tokens: int | None = None) -> Plan:
+    def choose(self, budget: float | None, k: int) -> Plan:
         """The most effective plan whose (measured or predicted) latency in ms, times the pace, fits
         ``budget`` (the cheapest plan when none does; a budget below the cheapest plan's latency is an
-        error at any pace); ``None``: the default plan (``default``). ``tokens``: the query's token
-        count, where ``by_length`` says the choice depends on it (a calibrated plan's latency grows with
-        it). Cached per (budget, k[, tokens]) and pace."""
+        error at any pace); ``None``: the default plan (``default``). Cached per (budget, k) and pace."""
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
                                    or not math.isfinite(budget) or budget <= 0):
             raise ValueError(f"budget must be a positive number of milliseconds, a Plan or None, not {budget!r}")
-        key = (budget, k) if tokens is None or budget is None else (budget, k, min(tokens, self.max_tokens))
+        key = (budget, k)
         plan = self._chosen.get(key)
         if plan is None:
-            plan = self.default(k) if budget is None else self._choose(float(budget), k, *key[2:])
+            plan = self.default(k) if budget is None else self._choose(float(budget), k)
             with self._lock:
                 self._chosen[key] = plan
         return plan
 
-    @property
-    def max_tokens(self) -> int:
-        """The most tokens a query is encoded with (its encoder's limit; ``MAX_TOKENS`` without one)."""
-        encoder = getattr(self.path, "encoder", None)
-        model = getattr(encoder, "model", None)
-        if model is None:
-            return MAX_TOKENS
-        return min(model.config.query_max_length, model.max_positions)
-
-    def by_length(self, budget: float | None, k: int) -> bool:
-        """Whether ``budget``'s choice depends on the query's token count: a calibrated frontier whose
-        plans' latencies grow with it, and a budget that the shortest queries spend on another plan than
-        the longest (the plans that fit only shrink as a query grows, so the two ends tell)."""
-        if budget is None or self.frontier is None or not any(p.per_token_ms for p in self.frontier.points):
-            return False
-        key = (budget, k, None)
-        varies = self._chosen.get(key)
-        if varies is None:
-            varies = self.choose(budget, k, 1) != self.choose(budget, k, self.max_tokens)
-            with self._lock:
-                self._chosen[key] = varies
-        return varies
-
-    def _choose(self, budget: float, k: int, tokens: int | None = None) -> Plan:
+    def _choose(self, budget: float, k: int) -> Plan:
         if self.frontier is not None:
-            plan = self.frontier.choose(budget, k, self.pace, tokens)
+            plan = self.frontier.choose(budget, k, self.pace)
             if plan is not None:
                 self.source = "calibration"
                 self._say_if_over(budget, plan, self.frontier.measured(plan))

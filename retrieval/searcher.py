@@ -124,9 +124,8 @@ class Searcher:
                     encoder = self._encoders[kind] = make_encoder(self.model, kind, self._threads)
         return encoder
 
-    def resolve(self, budget: Plan | str | float | None, k: int, tokens: int | None = None) -> Plan:
-        """The plan to run: given, parsed from text, or chosen for a latency budget (and ``tokens``, the
-        query's token count, where the budget's choice depends on it: ``Planner.by_length``)."""
+    def resolve(self, budget: Plan | str | float | None, k: int) -> Plan:
+        """The plan to run: given, parsed from text, or chosen for a latency budget."""
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive integer, not {k!r}")
         if k > len(self.index):
@@ -136,7 +135,7 @@ class Searcher:
         if isinstance(budget, Plan):
             plan = budget
         else:
-            plan = self.planner.choose(budget, k, tokens)
+            plan = self.planner.choose(budget, k)
         for size in plan.sizes:
             self.index.require(size)
         if plan[0].binary:
@@ -165,8 +164,7 @@ class Searcher:
         if isinstance(queries, str):
             raise TypeError("search_batch takes a list of queries; use search() for one")
         t0 = time.perf_counter()
-        ids = self._ids_to_plan_by(queries, budget, k)
-        plan = self.resolve(budget, k, None if ids is None else len(ids[0]))
+        plan = self.resolve(budget, k)
         margin = self.planner.margin(plan) if early_stop else None
         if not queries:
             return []
@@ -175,21 +173,13 @@ class Searcher:
         t1 = time.perf_counter()
         loading = t1 - loaded  # a plan's first use of the encoder it names loads it: not this search's cost
         lengths = []  # each query's tokens, as encoded
-        vectors = encoder.encode_queries(queries, sorted(set(plan.sizes)), lengths=lengths, ids=ids) if plan.sizes else {}
+        vectors = encoder.encode_queries(queries, sorted(set(plan.sizes)), lengths=lengths) if plan.sizes else {}
         encode_ms = (time.perf_counter() - t1) * 1000 / len(queries)
         results = self.run(plan, vectors, k, margin, {"encode": encode_ms} if plan.sizes else {},
                            texts=list(queries))
         if isinstance(budget, (int, float)) and not isinstance(budget, bool) and len(queries) == 1:
             self.planner.observe(plan, (time.perf_counter() - t0 - loading) * 1000, lengths[0] if lengths else None)
         return results
-
-    def _ids_to_plan_by(self, queries: Sequence[str], budget, k) -> list[list[int]] | None:
-        """One query's token ids, when its budget's choice of plan depends on its length (the ids then
-        serve its encoding too); else None. A batch is planned for the calibration topics' mean length."""
-        if len(queries) != 1 or not isinstance(budget, (int, float)) or isinstance(budget, bool) \
-                or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(self.index):
-            return None
-        return self.encoder.query_ids(queries) if self.planner.by_length(budget, k) else None
 
     def run(self, plan: Plan, vectors: dict, k: int, margin: float | None = None,
             timings: dict[str, float] | None = None, texts: Sequence[str] | None = None) -> list[Result]:

@@ -67,23 +67,16 @@ class Encoder:
         return self.model.config
 
     def encode_queries(self, queries: Sequence[str], sizes, batch_size: int | None = None,
-                       lengths: list | None = None, ids: list[list[int]] | None = None) -> dict[Size, np.ndarray]:
+                       lengths: list | None = None) -> dict[Size, np.ndarray]:
         """Each query's vector at each size. ``lengths``: a list that each query's token count (prefix and
-        special tokens included, after truncation) is appended to, as encoding counted them. ``ids``: the
-        queries' token ids from ``query_ids`` (of any encoder of the same model), not tokenised again."""
-        if ids is None:
-            ids = self.query_ids(queries)
-        elif len(ids) != len(queries):
-            raise ValueError(f"{len(ids)} rows of token ids for {len(queries)} queries")
-        return self._encode(ids, sizes, batch_size, lengths=lengths)
-
-    def query_ids(self, queries: Sequence[str]) -> list[list[int]]:
-        """Each query's token ids as ``encode_queries`` encodes them (its prefix, special tokens, truncation)."""
-        return self._tokenize(self._query_texts(queries), self.config.query_max_length, True)
+        special tokens included, after truncation) is appended to, as encoding counted them."""
+        texts = self._query_texts(queries)
+        return self._encode(texts, sizes, self.config.query_max_length, batch_size, check_length=True,
+                            lengths=lengths)
 
     def token_counts(self, queries: Sequence[str]) -> list[int]:
         """Each query's token count as ``encode_queries`` sees it, without encoding."""
-        return [len(ids) for ids in self.query_ids(queries)]
+        return [len(ids) for ids in self._tokenize(self._query_texts(queries), self.config.query_max_length, True)]
 
     def _query_texts(self, queries: Sequence[str]) -> list[str]:
         for i, q in enumerate(queries):
@@ -93,7 +86,7 @@ class Encoder:
 
     def encode_passages(self, passages: Sequence[str], sizes, batch_size: int | None = None) -> dict[Size, np.ndarray]:
         texts = [self.config.passage_prefix + p for p in passages]
-        return self._encode(self._tokenize(texts, self.config.passage_max_length, False), sizes, batch_size)
+        return self._encode(texts, sizes, self.config.passage_max_length, batch_size)
 
     def _tokenize(self, texts: Sequence[str], max_length: int, check_length: bool) -> list[list[int]]:
         """Token ids cut to ``max_length`` (queries if ``check_length``, else passages): the policy of
@@ -107,10 +100,11 @@ class Encoder:
         # Cut to the configured length, keeping the closing special token as truncation does.
         return [row if len(row) <= limit else row[: limit - 1] + row[-1:] for row in ids]
 
-    def _encode(self, ids: list[list[int]], sizes, batch_size, lengths=None) -> dict[Size, np.ndarray]:
+    def _encode(self, texts, sizes, max_length, batch_size, check_length=False, lengths=None) -> dict[Size, np.ndarray]:
         sizes = [Size.parse(s) for s in sizes]
         self.model.check_sizes(sizes)
         batch_size = batch_size or self.batch_size
+        ids = self._tokenize(texts, max_length, check_length)
         if lengths is not None:
             lengths.extend(len(row) for row in ids)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
