@@ -31,9 +31,9 @@ class Point:
     per_token_ms: float = 0.0
     tokens: float | None = None
 
-    def expected_ms(self, tokens: int | None = None) -> float:
-        """The latency expected of one search whose query has ``tokens`` tokens (None: the mean, ``ms``);
-        never below a tenth of ``ms``, however short the query."""
+    def expected_ms(self, tokens: float | None = None) -> float:
+        """The latency expected of a search whose query has ``tokens`` tokens (None: the mean, ``ms``), or
+        the mean latency of queries of that mean length; never below a tenth of ``ms``, however short."""
         if tokens is None or self.tokens is None or not self.per_token_ms:
             return self.ms
         return max(self.ms + self.per_token_ms * (tokens - self.tokens), 0.1 * self.ms)
@@ -77,12 +77,15 @@ class Frontier:
     plans_measured: int
     points: list[Point]  # the Pareto frontier, cheapest first
 
-    def choose(self, budget: float, k: int, pace: float = 1.0) -> Plan | None:
+    def choose(self, budget: float, k: int, pace: float = 1.0, tokens: float | None = None) -> Plan | None:
         """The most effective frontier plan measured within ``budget`` ms, returning k; None if none returns k.
 
         ``pace``: how much slower than calibrated the machine runs now (observed / measured latency);
         a plan fits when its measured latency times ``pace`` does, and when none does, the cheapest
-        plan serves. A budget below the cheapest plan's measured latency is an error at any pace."""
+        plan serves. ``tokens``: the mean token count of the queries being served, where it is not the
+        calibration topics'; a plan's latency is then what it is expected to average at that length
+        (``Point.expected_ms``). A budget below the cheapest plan's measured latency is an error at any
+        pace and length."""
         usable = [(p, at_depth(p.plan, k)) for p in self.points]
         usable = [(p, plan) for p, plan in usable if plan is not None]
         if not usable:
@@ -91,7 +94,7 @@ class Frontier:
         if cheapest[0].ms > budget:
             raise ValueError(f"budget {budget} ms is below the cheapest calibrated plan on this machine "
                              f"({cheapest[1]}: {cheapest[0].ms:.2f} ms measured)")
-        fits = [(p, plan) for p, plan in usable if p.ms * pace <= budget] or [cheapest]
+        fits = [(p, plan) for p, plan in usable if p.expected_ms(tokens) * pace <= budget] or [cheapest]
         return max(fits, key=lambda x: (x[0].effectiveness, -x[0].ms))[1]
 
     def best(self, k: int) -> Plan | None:

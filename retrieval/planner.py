@@ -62,6 +62,11 @@ PACE_WINDOW = 8  # budgeted queries the pace is the median of
 PACE_STEP = 0.05  # a pace this far (relative) from the one the cached choices were made at chooses again
 PACE_SLACK = 1.1  # the pace counts only when searches run slower than this (the budget contract's tolerance)
 PACE_MIN_MS = 1.0  # plans faster than this do not set the pace: fixed overheads and jitter dominate them
+LENGTH_WINDOW = 64  # budgeted searches whose mean query length the choices follow
+# A mean query length this far (relative, and at least LENGTH_MIN_STEP tokens) from the one choices were made
+# at chooses again: a quarter more tokens raises an encoding plan's latency by about the contract's tolerance.
+LENGTH_STEP = 0.25
+LENGTH_MIN_STEP = 2.0
 PACE_EXPIRY = 32  # budgeted searches without a plan that sets the pace, after which it returns to 1
 SPARSE_KEEPS = (100, 200, 500, 1000)  # BM25 shortlist depths the planner considers
 FUSIONS = ("rrf", "linear:0.3", "linear:0.5", "linear:0.7")  # fusions of BM25 with the full size it considers
@@ -259,6 +264,10 @@ class QueryPath(typing.NamedTuple):
         return first_stage(self.index, stage, queries)
 
 
+def _length_step(tokens: float) -> float:
+    return max(LENGTH_STEP * tokens, LENGTH_MIN_STEP)
+
+
 def index_key(index) -> str:
     m = index.manifest
     return f"{m.model_fingerprint}:{m.corpus_fingerprint}:{m.index_type}"
@@ -296,6 +305,8 @@ class Planner:
         self._paced: collections.deque = collections.deque(maxlen=PACE_WINDOW)  # ratios of plans that set the pace
         self._quiet = 0  # budgeted searches since the last one that could set the pace
         self.pace = 1.0  # how much slower than measured searches run now (1: within PACE_SLACK)
+        self._lengths: collections.deque = collections.deque(maxlen=LENGTH_WINDOW)  # recent queries' tokens
+        self.tokens = None  # the served queries' mean token count choices are made at (None: the calibration topics')
         self._lock = threading.Lock()
 
     @classmethod
@@ -368,6 +379,8 @@ class Planner:
         (``Point.expected_ms``): its latency grows with the tokens encoded, and a run of long queries is
         not a slow machine."""
         calibrated = self.frontier is not None and self.source == "calibration"
+        if tokens is not None and calibrated:
+            self._note_length(tokens)
         key = (plan, calibrated)
         point = self._predicted.get(key, False)
         if point is False:  # looked up once per plan: at sub-millisecond budgets the lookup itself counts
@@ -403,6 +416,26 @@ class Planner:
                           f"--remeasure on this machine", stacklevel=3)
         else:
             self.remeasure()
+
+    def _note_length(self, tokens: int) -> None:
+        """Follow the served queries' mean length: over the last ``LENGTH_WINDOW`` searches, once it moves
+        more than ``LENGTH_STEP`` from the length choices were made at (the calibration topics' at first),
+        budgets choose again at the new one. Queries longer than the topics cost more on every plan that
+        encodes them, and the pace, which judges each search by its own length, does not see that: a
+        budget's mean holds only if its plan is chosen for the queries it serves. A short run of long
+        queries moves a 64-search mean little."""
+        with self._lock:
+            self._lengths.append(tokens)
+            if len(self._lengths) < LENGTH_WINDOW:
+                return
+            calibrated = next((p.tokens for p in self.frontier.points if p.tokens is not None), None)
+            if calibrated is None:
+                return
+            mean = sum(self._lengths) / LENGTH_WINDOW
+            base = calibrated if self.tokens is None else self.tokens
+            if abs(mean - base) > _length_step(base):  # back near the topics' length: their choices again
+                self.tokens = None if abs(mean - calibrated) <= _length_step(calibrated) else mean
+                self._chosen = {key: p for key, p in self._chosen.items() if key[0] is None}
 
     def _set_pace(self, pace: float) -> None:
         """A new pace (under the lock); the cached budget choices go when it moved by more than PACE_STEP."""
@@ -495,10 +528,10 @@ class Planner:
 
     def _choose(self, budget: float, k: int) -> Plan:
         if self.frontier is not None:
-            plan = self.frontier.choose(budget, k, self.pace)
+            plan = self.frontier.choose(budget, k, self.pace, self.tokens)
             if plan is not None:
                 self.source = "calibration"
-                self._say_if_over(budget, plan, self.frontier.measured(plan))
+                self._say_if_over(budget, plan, self.frontier.point(plan).expected_ms(self.tokens))
                 return plan
             self._warn(f"no calibrated plan returns k={k} (calibrated at k={self.frontier.k})")
         else:

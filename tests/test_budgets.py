@@ -351,3 +351,39 @@ def test_a_budgeted_search_tells_the_planner_its_querys_tokens(index_copy, tiny_
     searcher.search(query, k=10, budget=3.0)
     searcher.search(query, k=10, budget=Plan.parse("1x8:100,4x48:10"))  # a plan, not a budget: not observed
     assert seen == searcher.encoder.token_counts([query])
+
+
+def test_budgets_follow_the_served_queries_mean_length(index_copy, tiny_model):
+    """The pace judges each search by its own length, so it cannot see queries that are all longer than
+    the calibration topics; the planner follows their mean over the last searches instead, and a budget
+    then chooses the plan expected to fit at that length. A short run of long queries does not move it."""
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    points = [Point(Plan.parse("1x8:50"), 0.5, 0.3, per_token_ms=0.02, tokens=10.0),
+              Point(Plan.parse("1x8:100,4x48:10"), 2.0, 0.5, per_token_ms=0.1, tokens=10.0),
+              Point(Plan.parse("4x48:50"), 4.0, 0.9, per_token_ms=0.2, tokens=10.0)]
+    planner = Planner(searcher.index, fake_costs(searcher), Frontier("m", "i", "nDCG@10", 10, "t", 9, 3, points),
+                      searcher)
+    cheap, middle, slow = (p.plan for p in points)
+    window = planner_module.LENGTH_WINDOW
+    assert planner.choose(2.0, 10) == middle
+    for i in range(window):  # a run of eight 30-token queries among 10-token ones: mean 12.5
+        planner.observe(middle, points[1].expected_ms(30 if i < 8 else 10), tokens=30 if i < 8 else 10)
+    assert planner.tokens is None and planner.choose(2.0, 10) == middle and planner.pace == 1.0
+    for _ in range(window):  # every query 20 tokens, each at the latency its length leads one to expect
+        planner.observe(middle, points[1].expected_ms(20), tokens=20)
+    assert planner.pace == 1.0 and planner.tokens == 20.0
+    assert planner.choose(2.0, 10) == cheap  # middle averages 3.0 ms at 20 tokens
+    assert planner.choose(5.0, 10) == middle  # slow averages 6.0
+    for _ in range(window):
+        planner.observe(cheap, points[0].expected_ms(10), tokens=10)
+    assert planner.tokens is None and planner.choose(2.0, 10) == middle  # back to the topics: their choices
+
+
+def test_a_served_length_chooses_by_the_latency_expected_at_it():
+    points = [Point(Plan.parse("1x8:50"), 0.5, 0.3, per_token_ms=0.02, tokens=10.0),
+              Point(Plan.parse("4x48:50"), 4.0, 0.9, per_token_ms=0.2, tokens=10.0)]
+    frontier = Frontier("m", "i", "nDCG@10", 10, "t", 9, 2, points)
+    assert frontier.choose(4.0, 10) == points[1].plan and frontier.choose(4.0, 10, tokens=10) == points[1].plan
+    assert frontier.choose(4.0, 10, tokens=12) == points[0].plan and frontier.choose(3.2, 10, tokens=6) == points[1].plan
+    with pytest.raises(ValueError, match="below the cheapest"):
+        frontier.choose(0.45, 10, tokens=1)  # feasibility: the cheapest plan's measured mean
