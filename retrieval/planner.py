@@ -62,7 +62,10 @@ PACE_WINDOW = 8  # budgeted queries the pace is the median of
 PACE_STEP = 0.05  # a pace this far (relative) from the one the cached choices were made at chooses again
 PACE_SLACK = 1.1  # the pace counts only when searches run slower than this (the budget contract's tolerance)
 PACE_MIN_MS = 1.0  # plans faster than this do not set the pace: fixed overheads and jitter dominate them
-LENGTH_WINDOW = 64  # budgeted searches whose mean query length the choices follow
+# Budgeted searches whose mean query length the choices follow: long enough that a stretch of long topics
+# does not move it (NFCorpus's dev topics, in file order: 64-search means 4.7-10.3 tokens, 256-search
+# 6.2-7.8, all 7.1), short enough to follow a lasting change within a few seconds of searches.
+LENGTH_WINDOW = 256
 # A mean query length this far (relative, and at least LENGTH_MIN_STEP tokens) from the one choices were made
 # at chooses again: a quarter more tokens raises an encoding plan's latency by about the contract's tolerance.
 LENGTH_STEP = 0.25
@@ -422,8 +425,8 @@ class Planner:
         more than ``LENGTH_STEP`` from the length choices were made at (the calibration topics' at first),
         budgets choose again at the new one. Queries longer than the topics cost more on every plan that
         encodes them, and the pace, which judges each search by its own length, does not see that: a
-        budget's mean holds only if its plan is chosen for the queries it serves. A short run of long
-        queries moves a 64-search mean little."""
+        budget's mean holds only if its plan is chosen for the queries it serves. A stretch of long
+        queries moves a 256-search mean little."""
         with self._lock:
             self._lengths.append(tokens)
             if len(self._lengths) < LENGTH_WINDOW:

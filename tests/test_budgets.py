@@ -366,12 +366,12 @@ def test_budgets_follow_the_served_queries_mean_length(index_copy, tiny_model):
     cheap, middle, slow = (p.plan for p in points)
     window = planner_module.LENGTH_WINDOW
     assert planner.choose(2.0, 10) == middle
-    for i in range(window):  # a run of eight 30-token queries among 10-token ones: mean 12.5
+    for i in range(window):  # a run of eight 30-token queries among 10-token ones
         planner.observe(middle, points[1].expected_ms(30 if i < 8 else 10), tokens=30 if i < 8 else 10)
     assert planner.tokens is None and planner.choose(2.0, 10) == middle and planner.pace == 1.0
     for _ in range(window):  # every query 20 tokens, each at the latency its length leads one to expect
         planner.observe(middle, points[1].expected_ms(20), tokens=20)
-    assert planner.pace == 1.0 and planner.tokens == 20.0
+    assert planner.pace == 1.0 and 17.5 < planner.tokens <= 20.0  # followed in steps of a quarter
     assert planner.choose(2.0, 10) == cheap  # middle averages 3.0 ms at 20 tokens
     assert planner.choose(5.0, 10) == middle  # slow averages 6.0
     for _ in range(window):
