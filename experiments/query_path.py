@@ -99,10 +99,35 @@ def budgets(frontier) -> list[float]:
     return sorted({round(p.ms + 0.005, 2) for p in frontier.points} | {b for b in ROUND_BUDGETS if b >= cheapest})
 
 
-def timed(systems: list, topics: dict, repeats: int, interleave: bool = True) -> dict[str, dict]:
+_REFERENCE = {}
+
+
+def reference_ms(rounds: int = 5) -> float:
+    """A fixed workload's median time in ms: a scatter-add of 50,000 postings into 200,000 scores and a
+    product of 64 x 384 by 384 x 1,000, what a BM25 search and a rescoring do. Timed with the budgets'
+    blocks of searches and at calibration, its ratio tells a slow spell of the machine from a slow plan."""
+    if not _REFERENCE:
+        rng = np.random.default_rng(0)
+        _REFERENCE.update(rows=rng.choice(200_000, 50_000, replace=False), data=rng.random(50_000, dtype=np.float32),
+                          a=rng.random((64, 384), dtype=np.float32), b=rng.random((384, 1000), dtype=np.float32))
+    r = _REFERENCE
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        scores = np.zeros(200_000, dtype=np.float32)
+        scores[r["rows"]] += r["data"]
+        r["a"] @ r["b"]
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.median(times))
+
+
+def timed(systems: list, topics: dict, repeats: int, interleave: bool = True,
+          reference: float | None = None) -> dict[str, dict]:
     """Each system's rankings and per-query latency (median over passes). ``interleave``: each query
     goes through every system in turn; else each system runs every query in a block (as a service
-    running one budget would), the blocks alternating over the passes."""
+    running one budget would), the blocks alternating over the passes. ``reference``: the reference
+    workload's time at calibration; each block then records the workload's time just before it, over
+    that (``machine_x``: above 1, the machine ran slower than when the plans were measured)."""
     qids = list(topics)
     for _, _, search in systems:  # warm-up: lazy set-up is not timed
         search(topics[qids[0]])
@@ -111,6 +136,7 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True) ->
     plans = {}
 
     passes = CollectorPasses()
+    machine = {name: [] for _, name, _ in systems}
 
     def one(r, i, qid, name, search):
         passes.system = name
@@ -122,9 +148,13 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True) ->
         if r == 0:
             rankings[name][qid] = result.docids
 
+    def before(name):
+        if reference is not None and not interleave:
+            machine[name].append(reference_ms() / reference)
+
     gc.callbacks.append(passes)
     try:
-        _passes(systems, qids, repeats, interleave, one)
+        _passes(systems, qids, repeats, interleave, one, before)
     finally:
         gc.callbacks.remove(passes)
     out = {}
@@ -136,11 +166,12 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True) ->
                      "plans": [plan for plan, _ in plans[name].most_common()],
                      "plan_share": {plan: n / plans[name].total() for plan, n in plans[name].most_common()},
                      "collector": passes.of(name),
+                     **({"machine_x": machine[name]} if machine[name] else {}),
                      "rankings": rankings[name]}
     return out
 
 
-def _passes(systems: list, qids: list, repeats: int, interleave: bool, one) -> None:
+def _passes(systems: list, qids: list, repeats: int, interleave: bool, one, before) -> None:
     for r in range(repeats):
         if interleave:
             for i, qid in enumerate(tqdm(qids, desc=f"pass {r + 1}/{repeats}", leave=False)):
@@ -148,6 +179,7 @@ def _passes(systems: list, qids: list, repeats: int, interleave: bool, one) -> N
                     one(r, i, qid, name, search)
         else:
             for _, name, search in tqdm(systems, desc=f"pass {r + 1}/{repeats}", leave=False):
+                before(name)
                 for i, qid in enumerate(qids):
                     one(r, i, qid, name, search)
 
@@ -187,8 +219,10 @@ def run(name: str, model: StarbucksModel, args) -> dict:
     searchers = {kind: Searcher(folder, model=model, encoder=kind, threads=1) for kind in ENCODERS}
     cal_topics, cal_qrels, cal_note = held_out_topics(name) or calibration_topics(
         name, topics, qrels, args.calibration_queries)
+    reference = reference_ms()
     frontier, points = calibrate(searchers[default], cal_topics, cal_qrels, "nDCG@10", 0.01, cal_note,
                                  progress=False, remeasure=True)
+    reference = min(reference, reference_ms())  # the machine as calibration found it, at its faster end
     frontier.save(folder)
     print(format_frontier(frontier), flush=True)
     searchers[default] = Searcher(folder, model=model, encoder=default, threads=1)  # planning from the frontier
@@ -199,14 +233,15 @@ def run(name: str, model: StarbucksModel, args) -> dict:
     budgeted = [("budget", f"budget {b:g} ms", (lambda b: lambda q: s.search(q, k=K, budget=b))(b)) for b in budget_list]
     # Budgets are timed as a search service with one budget runs: each budget over every query in a
     # block, the blocks alternating over the passes.
-    measured = {**timed(compared, topics, args.repeats), **timed(budgeted, topics, args.repeats, interleave=False)}
+    measured = {**timed(compared, topics, args.repeats), **timed(budgeted, topics, args.repeats, interleave=False,
+                                                                        reference=reference)}
     # Warm: the same systems, each over every query in a block (its model's weights stay in the caches).
     for system, row in timed(compared, topics, args.repeats, interleave=False).items():
         measured[system]["warm"] = {key: row[key] for key in ("mean_ms", "p50_ms", "p95_ms")}
     for row in measured.values():
         row["nDCG@10"] = score(row.pop("rankings"), qrels, _ndcg())["nDCG@10"]
     # The contract itself: the same budgets searched over the calibration topics they were set on.
-    on_calibration = timed(budgeted, cal_topics, args.repeats, interleave=False)
+    on_calibration = timed(budgeted, cal_topics, args.repeats, interleave=False, reference=reference)
     for row in on_calibration.values():
         row["nDCG@10"] = score(row.pop("rankings"), cal_qrels, _ndcg())["nDCG@10"]
     budget_rows = [budget_row(b, measured[f"budget {b:g} ms"], frontier) for b in budget_list]
@@ -243,7 +278,8 @@ def budget_row(budget: float, row: dict, frontier) -> dict:
     return {"budget_ms": budget, "plan": str(plan), "predicted_ms": frontier.measured(plan), "mean_ms": mean,
             "per_query_median_mean_ms": row["mean_ms"], "p95_ms": row["p95_ms"], "nDCG@10": row["nDCG@10"],
             "holds": mean <= 1.1 * budget, "plan_share": row.get("plan_share", {str(plan): 1.0}),
-            **({"collector": row["collector"]} if "collector" in row else {})}
+            **({"collector": row["collector"]} if "collector" in row else {}),
+            **({"machine_x": row["machine_x"]} if "machine_x" in row else {})}
 
 
 def _ndcg():
@@ -321,14 +357,16 @@ def markdown(results: dict) -> str:
                        r["budgets_on_calibration_topics"]))
     for title, rows in tables:
         lines += ["", title, "", "| budget ms | plan (share of searches) | predicted ms (main plan) | mean ms (every search) | p95 ms | "
-                  "nDCG@10 | mean <= 1.1x budget | collector passes in its searches (full), ms |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "nDCG@10 | mean <= 1.1x budget | collector passes in its searches (full), ms | "
+                  "reference workload before each pass, x calibration |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for b in rows:
             pred = "" if b["predicted_ms"] is None else f"{b['predicted_ms']:.2f}"
             share = b.get("plan_share", {b["plan"]: 1.0})
             plan = b["plan"] if len(share) == 1 else "; ".join(f"{p} ({v:.0%})" for p, v in share.items())
             lines.append(f"| {b['budget_ms']:g} | {plan} | {pred} | {b['mean_ms']:.2f} | {b['p95_ms']:.2f} | "
-                         f"{b['nDCG@10']:.4f} | {'yes' if b['holds'] else '**no**'} | {collector_cell(b)} |")
+                         f"{b['nDCG@10']:.4f} | {'yes' if b['holds'] else '**no**'} | {collector_cell(b)} | "
+                         f"{' / '.join(f'{x:.2f}' for x in b.get('machine_x', []))} |")
     lines += ["", "Summary:", "", "```json", json.dumps(r["summary"], indent=2), "```", ""]
     return "\n".join(lines)
 

@@ -101,3 +101,17 @@ def test_timed_searches_record_the_collector_passes_inside_them():
     assert out["collects"]["collector"]["ms"] > 0
     assert out["quiet"]["collector"] == {"passes": 0, "full_passes": 0, "ms": 0.0}
     assert not any(isinstance(c, CollectorPasses) for c in gc.callbacks)
+
+
+def test_budget_blocks_record_the_machines_speed_before_each_pass():
+    from experiments.query_path import reference_ms
+
+    class Result:
+        docids, plan = ["d"], "p"
+
+    systems = [("budget", "a", lambda _: Result()), ("budget", "b", lambda _: Result())]
+    base = reference_ms()
+    assert base > 0
+    out = timed(systems, {"q1": "x", "q2": "y"}, 3, interleave=False, reference=base)
+    assert all(len(out[n]["machine_x"]) == 3 and min(out[n]["machine_x"]) > 0 for n in "ab")
+    assert "machine_x" not in timed(systems, {"q1": "x"}, 2, reference=base)["a"]  # in turn: no blocks
