@@ -309,6 +309,7 @@ class Planner:
         self._quiet = 0  # budgeted searches since the last one that could set the pace
         self.pace = 1.0  # how much slower than measured searches run now (1: within PACE_SLACK)
         self._lengths: collections.deque = collections.deque(maxlen=LENGTH_WINDOW)  # recent queries' tokens
+        self._length_sum = 0  # their sum, kept as they come and go
         self.tokens = None  # the served queries' mean token count choices are made at (None: the calibration topics')
         self._lock = threading.Lock()
 
@@ -428,13 +429,16 @@ class Planner:
         budget's mean holds only if its plan is chosen for the queries it serves. A stretch of long
         queries moves a 256-search mean little."""
         with self._lock:
+            if len(self._lengths) == LENGTH_WINDOW:
+                self._length_sum -= self._lengths[0]
             self._lengths.append(tokens)
+            self._length_sum += tokens
             if len(self._lengths) < LENGTH_WINDOW:
                 return
             calibrated = next((p.tokens for p in self.frontier.points if p.tokens is not None), None)
             if calibrated is None:
                 return
-            mean = sum(self._lengths) / LENGTH_WINDOW
+            mean = self._length_sum / LENGTH_WINDOW
             base = calibrated if self.tokens is None else self.tokens
             if abs(mean - base) > _length_step(base):  # back near the topics' length: their choices again
                 self.tokens = None if abs(mean - calibrated) <= _length_step(calibrated) else mean
