@@ -1,0 +1,117 @@
+"""What a search pays for state it does not own: the cycle collector's full pass, and BM25 postings
+not yet mapped into the process.
+
+On the DL19 pool, as the query-path benchmark loads it (the torch, ONNX and int8 searchers, one
+thread):
+
+1. a full collection (``gc.collect()``) timed with every object tracked, then after
+   ``starbucks.heap.settle()`` froze them (what ``Searcher(..., freeze_heap=True)`` does);
+2. BM25 alone over the judged topics, two passes, on a freshly loaded BM25 index, with and without
+   ``indexes.sparse.resident`` (every page of the postings read at load): mean ms a query and the
+   minor page faults of each pass.
+
+    python -m experiments.cold_paths [--repeats 3]
+
+Writes experiments/results/cold_paths/cold_paths.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import statistics
+import time
+from pathlib import Path
+
+from experiments import runtime
+from experiments.datasets import COLLECTIONS
+from experiments.encoders import index_for
+from retrieval import Searcher
+from retrieval.evaluate import judged_topics
+from starbucks.heap import settle
+from starbucks.model import StarbucksModel
+from starbucks.topics import read_qrels, read_topics
+
+OUT = Path(__file__).resolve().parent / "results" / "cold_paths"
+NAME = "dl19-pool"
+ENCODERS = ("torch", "onnx", "onnx-int8")
+
+
+def collection_ms(rounds: int = 3) -> float:
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        gc.collect()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def bm25_passes(folder: Path, texts: list[str], mapped: bool) -> list[dict]:
+    """Two passes of BM25 alone (1,000 deep) over ``texts`` on a BM25 index loaded now."""
+    import indexes.sparse as sparse
+
+    real = sparse.resident
+    if not mapped:
+        sparse.resident = lambda array: None
+    try:
+        bm25 = sparse.SparseIndex(folder / sparse.FOLDER)
+    finally:
+        sparse.resident = real
+    out = []
+    for _ in range(2):
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t = time.perf_counter()
+        for text in texts:
+            bm25.search([text], 1000)
+        ms = (time.perf_counter() - t) * 1000 / len(texts)
+        out.append({"ms_per_query": ms, "minor_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults})
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3, help="BM25 runs of each kind, alternating")
+    args = parser.parse_args(argv)
+    runtime.setup(1)
+    results = {"provenance": runtime.record("experiments.cold_paths", 1, argv), "collection": NAME}
+    model = StarbucksModel.load(None, device="cpu")
+    folder, _ = index_for(NAME, "onnx", model, 2)
+    searchers = [Searcher(folder, model=model, encoder=kind, threads=1, freeze_heap=False) for kind in ENCODERS]
+    gc.unfreeze()
+    results["collector"] = {"objects_tracked": len(gc.get_objects()), "full_pass_ms": collection_ms(),
+                            "frozen": settle(), "full_pass_ms_after_settle": collection_ms()}
+    c = COLLECTIONS[NAME]
+    texts = list(judged_topics(read_topics(c.topics), read_qrels(c.qrels)).values())
+    results["bm25"] = {"queries": len(texts), "unmapped": [], "resident": []}
+    for _ in range(args.repeats):
+        results["bm25"]["unmapped"].append(bm25_passes(folder, texts, mapped=False))
+        results["bm25"]["resident"].append(bm25_passes(folder, texts, mapped=True))
+    results["load_average_at_end"] = runtime.machine(1)["load_average"]
+    del searchers
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "cold_paths.json").write_text(json.dumps(results, indent=2) + "\n")
+    (OUT / "cold_paths.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+def markdown(results: dict) -> str:
+    p, c, b = results["provenance"], results["collector"], results["bm25"]
+    lines = [f"# Cold paths: {results['collection']}", "",
+             f"`{p['command']}` at commit {p['git_commit'][:10]}; one thread; load average "
+             f"{p['machine']['load_average']} at start, {results['load_average_at_end']} at end.", "",
+             f"Full collection with the torch, ONNX and int8 searchers loaded: {c['objects_tracked']:,} objects "
+             f"tracked, {c['full_pass_ms']:.1f} ms; after `settle()` froze {c['frozen']:,}: "
+             f"{c['full_pass_ms_after_settle']:.2f} ms (median of 3).", "",
+             f"BM25 alone, 1,000 deep, {b['queries']} topics, a BM25 index loaded before each run:", "",
+             "| postings at load | run | pass 1 ms/query | pass 1 minor faults | pass 2 ms/query | pass 2 minor faults |",
+             "|---|---|---|---|---|---|"]
+    for kind in ("unmapped", "resident"):
+        for i, (one, two) in enumerate(b[kind]):
+            lines.append(f"| {kind} | {i + 1} | {one['ms_per_query']:.3f} | {one['minor_faults']} | "
+                         f"{two['ms_per_query']:.3f} | {two['minor_faults']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
