@@ -41,9 +41,9 @@ PAGE = 4096
 def resident(array: np.ndarray) -> None:
     """Read one byte of every page of a memory-mapped array, so that its pages are mapped into this
     process before the first search rather than during it. A search touches only its terms' postings,
-    so without this each new term pays for faulting its pages in: a first pass over 129 new topics ran
-    50 % slower than the next (0.24 against 0.16 ms a query on the DL19 pool), and calibration, whose
-    topics had long been searched, under-stated what a search of new words costs."""
+    so without this each new term pays for faulting its pages in (on the DL19 pool, 66-104 minor faults
+    in a first pass over its topics, none after: ``python -m experiments.cold_paths``), and calibration,
+    whose topics had long been searched, under-stated what a search of new words costs."""
     flat = array.reshape(-1).view(np.uint8) if array.flags.c_contiguous else None
     if flat is not None and flat.size:
         int(flat[::PAGE].max())
