@@ -113,5 +113,30 @@ def test_budget_blocks_record_the_machines_speed_before_each_pass():
     base = reference_ms()
     assert base > 0
     out = timed(systems, {"q1": "x", "q2": "y"}, 3, interleave=False, reference=base)
-    assert all(len(out[n]["machine_x"]) == 3 and min(out[n]["machine_x"]) > 0 for n in "ab")
+    for n in "ab":
+        assert len(out[n]["machine_x"]) == len(out[n]["machine_x_after"]) == len(out[n]["pass_mean_ms"]) == 3
+        assert min(out[n]["machine_x"] + out[n]["machine_x_after"]) > 0
     assert "machine_x" not in timed(systems, {"q1": "x"}, 2, reference=base)["a"]  # in turn: no blocks
+
+
+def test_a_broken_budget_is_also_judged_at_calibrations_machine_speed():
+    from experiments.query_path import at_machine_speed, broken_at_speed, budget_row
+
+    # A pass slowed down on both sides counts its slowdown; one side slow, or a faster machine, counts none.
+    assert at_machine_speed([1.2, 1.2, 1.2], [1.2, 1.2, 0.8], [1.3, 1.0, 0.9]) == pytest.approx((1.0 + 1.2 + 1.2) / 3)
+
+    class Calibrated:
+        def measured(self, plan):
+            return 1.0
+
+    def row(pass_means, before, after):
+        return {"plans": ["bm25:10"], "every_search_mean_ms": float(np.mean(pass_means)), "mean_ms": 1.0,
+                "p95_ms": 1.0, "nDCG@10": 0.5, "pass_mean_ms": pass_means, "machine_x": before,
+                "machine_x_after": after}
+
+    spell = budget_row(1.0, row([1.3, 1.3], [1.3, 1.25], [1.3, 1.3]), Calibrated())
+    slow_plan = budget_row(1.0, row([1.3, 1.3], [1.0, 1.0], [1.05, 0.95]), Calibrated())
+    assert not spell["holds"] and spell["holds_at_calibration_speed"]
+    assert not slow_plan["holds"] and not slow_plan["holds_at_calibration_speed"]
+    assert broken_at_speed([spell, slow_plan]) == [1.0] and broken_at_speed([spell]) == []
+    assert broken_at_speed([{"budget_ms": 1.0, "holds": False}]) is None  # results without the bracket
