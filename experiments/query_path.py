@@ -45,6 +45,7 @@ import argparse
 import collections
 import gc
 import json
+import resource
 import time
 from pathlib import Path
 
@@ -144,11 +145,19 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True,
     machine = {name: [] for _, name, _ in systems}
     machine_after = {name: [] for _, name, _ in systems}
 
+    cpu = {name: np.empty((repeats, len(qids))) for _, name, _ in systems}
+    switches = {name: np.empty((repeats, len(qids)), dtype=np.int64) for _, name, _ in systems}
+    faults = {name: np.empty((repeats, len(qids)), dtype=np.int64) for _, name, _ in systems}
+
     def one(r, i, qid, name, search):
         passes.system = name
+        before, c = resource.getrusage(resource.RUSAGE_THREAD), time.thread_time()
         t = time.perf_counter()
         result = search(topics[qid])
         ms[name][r, i] = (time.perf_counter() - t) * 1000
+        cpu[name][r, i], after = (time.thread_time() - c) * 1000, resource.getrusage(resource.RUSAGE_THREAD)
+        switches[name][r, i] = after.ru_nivcsw - before.ru_nivcsw
+        faults[name][r, i] = after.ru_minflt - before.ru_minflt + after.ru_majflt - before.ru_majflt
         passes.system = None
         plans.setdefault(name, collections.Counter())[str(result.plan)] += 1
         if r == 0:
@@ -172,6 +181,7 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True,
                      "plans": [plan for plan, _ in plans[name].most_common()],
                      "plan_share": {plan: n / plans[name].total() for plan, n in plans[name].most_common()},
                      "collector": passes.of(name),
+                     **off_cpu(ms[name], cpu[name], switches[name], faults[name], qids),
                      **({"machine_x": machine[name], "machine_x_after": machine_after[name],
                          "pass_mean_ms": ms[name].mean(axis=1).tolist()} if machine[name] else {}),
                      "rankings": rankings[name]}
@@ -190,6 +200,22 @@ def _passes(systems: list, qids: list, repeats: int, interleave: bool, one, brac
                 for i, qid in enumerate(qids):
                     one(r, i, qid, name, search)
                 bracket(name, after=True)
+
+
+SLOWEST = 3  # the slowest searches each system's profile lists
+
+
+def off_cpu(ms: np.ndarray, cpu: np.ndarray, switches: np.ndarray, faults: np.ndarray, qids: list) -> dict:
+    """Where a system's time went beyond its work: the searching thread's CPU time in each search against
+    its wall time (``thread_time``; at one thread the encoder, FAISS and BM25 all run on it), summed over
+    every search as ``off_cpu_ms`` (time the thread waited, descheduled or on the disk), and its slowest
+    searches with their CPU time, the thread's involuntary context switches and page faults inside them.
+    A search slow on the CPU did more work; one slow off it waited for the machine."""
+    slowest = np.argsort(ms, axis=None)[::-1][:SLOWEST]
+    return {"cpu_mean_ms": float(cpu.mean()), "off_cpu_ms": float(np.clip(ms - cpu, 0, None).sum()),
+            "slowest": [{"pass": int(r), "query": qids[i], "ms": float(ms[r, i]), "cpu_ms": float(cpu[r, i]),
+                         "involuntary_switches": int(switches[r, i]), "faults": int(faults[r, i])}
+                        for r, i in (np.unravel_index(j, ms.shape) for j in slowest)]}
 
 
 class CollectorPasses:
@@ -287,7 +313,8 @@ def budget_row(budget: float, row: dict, frontier) -> dict:
            "per_query_median_mean_ms": row["mean_ms"], "p95_ms": row["p95_ms"], "nDCG@10": row["nDCG@10"],
            "holds": mean <= 1.1 * budget, "plan_share": row.get("plan_share", {str(plan): 1.0}),
            **({"collector": row["collector"]} if "collector" in row else {}),
-           **{key: row[key] for key in ("machine_x", "machine_x_after") if key in row}}
+           **{key: row[key] for key in ("machine_x", "machine_x_after", "pass_mean_ms", "cpu_mean_ms", "off_cpu_ms",
+                                        "slowest") if key in row}}
     if "pass_mean_ms" in row and "machine_x_after" in row:
         scaled = at_machine_speed(row["pass_mean_ms"], row["machine_x"], row["machine_x_after"])
         out.update(mean_ms_at_calibration_speed=scaled, holds_at_calibration_speed=scaled <= 1.1 * budget)
@@ -389,17 +416,37 @@ def markdown(results: dict) -> str:
         lines += ["", title, "", "| budget ms | plan (share of searches) | predicted ms (main plan) | mean ms (every search) | p95 ms | "
                   "nDCG@10 | mean <= 1.1x budget | collector passes in its searches (full), ms | "
                   "reference workload before (and after) each pass, x calibration | "
-                  "mean ms at calibration's machine speed |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "mean ms at calibration's machine speed | mean ms on the CPU |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for b in rows:
             pred = "" if b["predicted_ms"] is None else f"{b['predicted_ms']:.2f}"
             share = b.get("plan_share", {b["plan"]: 1.0})
             plan = b["plan"] if len(share) == 1 else "; ".join(f"{p} ({v:.0%})" for p, v in share.items())
             lines.append(f"| {b['budget_ms']:g} | {plan} | {pred} | {b['mean_ms']:.2f} | {b['p95_ms']:.2f} | "
                          f"{b['nDCG@10']:.4f} | {'yes' if b['holds'] else '**no**'} | {collector_cell(b)} | "
-                         f"{machine_cell(b)} | {speed_cell(b)} |")
+                         f"{machine_cell(b)} | {speed_cell(b)} | {cpu_cell(b)} |")
+        lines += broken_profile(rows)
     lines += ["", "Summary:", "", "```json", json.dumps(r["summary"], indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def broken_profile(rows: list) -> list[str]:
+    """Lines profiling each broken budget: its passes' means, and its slowest searches on and off the CPU."""
+    out = []
+    for b in rows:
+        if b["holds"] or "slowest" not in b:
+            continue
+        slow = "; ".join(f"{s['ms']:.1f} ms ({s['cpu_ms']:.1f} on the CPU, {s['involuntary_switches']} involuntary "
+                         f"switches, {s['faults']} page faults; pass {s['pass'] + 1}, query {s['query']})"
+                         for s in b["slowest"])
+        out.append(f"- budget {b['budget_ms']:g} broken: passes' means "
+                   f"{' / '.join(f'{m:.2f}' for m in b['pass_mean_ms'])} ms; {b['off_cpu_ms']:.1f} ms off the CPU "
+                   f"in all; slowest searches: {slow}.")
+    return ["", *out] if out else []
+
+
+def cpu_cell(row: dict) -> str:
+    return f"{row['cpu_mean_ms']:.2f}" if "cpu_mean_ms" in row else ""
 
 
 def machine_cell(row: dict) -> str:

@@ -140,3 +140,27 @@ def test_a_broken_budget_is_also_judged_at_calibrations_machine_speed():
     assert not slow_plan["holds"] and not slow_plan["holds_at_calibration_speed"]
     assert broken_at_speed([spell, slow_plan]) == [1.0] and broken_at_speed([spell]) == []
     assert broken_at_speed([{"budget_ms": 1.0, "holds": False}]) is None  # results without the bracket
+
+
+def test_timed_searches_tell_work_on_the_cpu_from_waiting():
+    import time
+
+    class Result:
+        docids, plan = ["d"], "p"
+
+    def working(_):
+        t = time.thread_time()
+        while time.thread_time() - t < 0.004:
+            pass
+        return Result()
+
+    def waiting(_):
+        time.sleep(0.004)
+        return Result()
+
+    out = timed([("budget", "works", working), ("budget", "waits", waiting)], {"q1": "a", "q2": "b"}, 2)
+    assert out["works"]["cpu_mean_ms"] >= 4 and out["works"]["off_cpu_ms"] < 4 * 2 * 2
+    assert out["waits"]["cpu_mean_ms"] < 2 and out["waits"]["off_cpu_ms"] >= 4 * 2 * 2 * 0.9
+    slowest = out["waits"]["slowest"]
+    assert len(slowest) == 3 and slowest[0]["ms"] >= slowest[-1]["ms"] >= 4
+    assert {s["query"] for s in slowest} <= {"q1", "q2"} and {s["pass"] for s in slowest} <= {0, 1}
