@@ -300,6 +300,7 @@ class Planner:
         self.path = None if searcher is None else QueryPath.of(searcher)  # what costs are measured with
         self.source = "calibration" if frontier is not None else "cost model"
         self._warned = False
+        self._drift_warned = False  # the calibrated drift warning: once, until the frontier or costs change
         self._over: set[float] = set()  # budgets warned about: at the pace, even their cheapest plan runs over
         self._chosen: dict[tuple, Plan] = {}
         self._predicted: dict[tuple, Point | None] = {}  # (plan, calibrated) -> its latency, for observe
@@ -375,9 +376,9 @@ class Planner:
         made again when it moves by more than ``PACE_STEP``. After ``PACE_EXPIRY`` searches with none
         such (the pace moved a budget to a sub-millisecond plan), it returns to 1, so the budget tries
         its plan again. Drift: when the median over ``DRIFT_WINDOW`` searches of such plans runs well away
-        from 1, the cost model is measured again (calibrated plans only warn: rerun calibrate). A
+        from 1, the cost model is measured again (calibrated plans only warn, once: rerun calibrate). A
         sub-millisecond plan's ratio swings with the query's terms and the timer's jitter, so it counts
-        towards neither.
+        towards neither; nor does a plan's first search, which pays its one-time set-up.
 
         A calibrated plan's ratio is to what the query's length leads one to expect
         (``Point.expected_ms``): its latency grows with the tokens encoded, and a run of long queries is
@@ -392,6 +393,9 @@ class Planner:
                 Point(plan, self._costs.predict(plan), 0.0) if self._costs else None)
             if calibrated or self._costs is not None:
                 self._predicted[key] = point
+            # A plan's first search in this process pays its one-time set-up (its encoder graph's first
+            # run, its vectors' first pages), not the machine's pace: many times a search's latency.
+            return
         if point is None or not point.ms:
             return
         with self._lock:
@@ -416,8 +420,11 @@ class Planner:
         if 1 / DRIFT <= ratio <= DRIFT:
             return
         if calibrated:
-            warnings.warn(f"searches take {ratio:.1f}x the calibrated latency: rerun starbucks calibrate "
-                          f"--remeasure on this machine", stacklevel=3)
+            # Once: the advice does not change with the ratio, and a warning is a write to stderr inside a search.
+            if not self._drift_warned:
+                self._drift_warned = True
+                warnings.warn(f"searches take {ratio:.1f}x the calibrated latency: rerun starbucks calibrate "
+                              f"--remeasure on this machine", stacklevel=3)
         else:
             self.remeasure()
 

@@ -99,6 +99,7 @@ def test_drifting_latencies_trigger_a_new_measurement(index_copy, tiny_model, mo
     monkeypatch.setattr(planner, "remeasure", lambda: remeasured.append(1))
     plan = Plan.parse("1x8:100,4x48:10")
     predicted = planner.costs.predict(plan)
+    set_up(planner, plan)
     for _ in range(DRIFT_WINDOW):
         planner.observe(plan, predicted * 1.1)  # within bounds
     assert remeasured == []
@@ -191,12 +192,49 @@ def test_the_pace_follows_observed_latencies_and_moves_cached_choices(index_copy
 
 
 def bm25_and_dense_planner(index_copy, tiny_model):
-    """A calibrated planner of two plans: BM25 alone at 0.3 ms and a dense scan at 4 ms; (planner, cheap, slow)."""
+    """A calibrated planner of two plans: BM25 alone at 0.3 ms and a dense scan at 4 ms, each searched once
+    already; (planner, cheap, slow)."""
     searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
     points = [Point(Plan.parse("bm25:100"), 0.3, 0.3), Point(Plan.parse("4x48:50"), 4.0, 0.9)]
     planner = Planner(searcher.index, fake_costs(searcher), Frontier("m", "i", "nDCG@10", 10, "t", 9, 2, points),
                       searcher)
+    set_up(planner, points[0].plan, points[1].plan)
     return planner, points[0].plan, points[1].plan
+
+
+def set_up(planner, *plans):
+    """Each plan's first search, which pays its one-time set-up: the planner does not count it."""
+    for plan in plans:
+        planner.observe(plan, 1000.0)
+
+
+def test_a_plans_first_search_sets_neither_pace_nor_drift(index_copy, tiny_model):
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    points = [Point(Plan.parse("bm25:100"), 0.3, 0.3), Point(Plan.parse("4x48:50"), 4.0, 0.9)]
+    planner = Planner(searcher.index, fake_costs(searcher), Frontier("m", "i", "nDCG@10", 10, "t", 9, 2, points),
+                      searcher)
+    slow = points[1].plan
+    window = planner_module.PACE_WINDOW
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        planner.observe(slow, 4.0 * 150)  # its first search: the encoder graph's first run
+        for ratio in [1.0] * (window // 2) + [1.3] * (window // 2 - 1):
+            planner.observe(slow, 4.0 * ratio)
+        # Counted, the first search would fill the window, its median 1.15: a pace.
+        assert planner.pace == 1.0
+        planner.observe(slow, 4.0)
+        assert planner.pace == 1.0  # the window's median: 1.0
+        for _ in range(DRIFT_WINDOW):
+            planner.observe(slow, 4.0 * 1.2)
+    assert planner.pace == pytest.approx(1.2)  # and searches after it count as usual
+
+
+def test_the_drift_warning_is_said_once(index_copy, tiny_model):
+    planner, cheap, slow = bm25_and_dense_planner(index_copy, tiny_model)
+    with pytest.warns(UserWarning, match="2.5x the calibrated latency") as said:
+        for i in range(4 * DRIFT_WINDOW):
+            planner.observe(slow, 4.0 * (2.5 + i // DRIFT_WINDOW / 10))  # each check's ratio differs a little
+    assert len(said) == 1
 
 
 def test_sub_millisecond_plans_do_not_set_the_pace_and_it_expires(index_copy, tiny_model):
