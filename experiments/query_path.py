@@ -45,6 +45,7 @@ import argparse
 import collections
 import gc
 import json
+import os
 import resource
 import time
 from pathlib import Path
@@ -149,13 +150,18 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True,
     switches = {name: np.empty((repeats, len(qids)), dtype=np.int64) for _, name, _ in systems}
     faults = {name: np.empty((repeats, len(qids)), dtype=np.int64) for _, name, _ in systems}
 
+    stolen = {name: np.zeros((repeats, len(qids))) for _, name, _ in systems}
+
     def one(r, i, qid, name, search):
         passes.system = name
+        steal = steal_ticks()
         before, c = resource.getrusage(resource.RUSAGE_THREAD), time.thread_time()
         t = time.perf_counter()
         result = search(topics[qid])
         ms[name][r, i] = (time.perf_counter() - t) * 1000
         cpu[name][r, i], after = (time.thread_time() - c) * 1000, resource.getrusage(resource.RUSAGE_THREAD)
+        if steal is not None:
+            stolen[name][r, i] = (steal_ticks() - steal).max(initial=0) * TICK_MS
         switches[name][r, i] = after.ru_nivcsw - before.ru_nivcsw
         faults[name][r, i] = after.ru_minflt - before.ru_minflt + after.ru_majflt - before.ru_majflt
         passes.system = None
@@ -181,7 +187,7 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True,
                      "plans": [plan for plan, _ in plans[name].most_common()],
                      "plan_share": {plan: n / plans[name].total() for plan, n in plans[name].most_common()},
                      "collector": passes.of(name),
-                     **off_cpu(ms[name], cpu[name], switches[name], faults[name], qids),
+                     **off_cpu(ms[name], cpu[name], switches[name], faults[name], stolen[name], qids),
                      **({"machine_x": machine[name], "machine_x_after": machine_after[name],
                          "pass_mean_ms": ms[name].mean(axis=1).tolist()} if machine[name] else {}),
                      "rankings": rankings[name]}
@@ -205,16 +211,35 @@ def _passes(systems: list, qids: list, repeats: int, interleave: bool, one, brac
 SLOWEST = 3  # the slowest searches each system's profile lists
 
 
-def off_cpu(ms: np.ndarray, cpu: np.ndarray, switches: np.ndarray, faults: np.ndarray, qids: list) -> dict:
+TICK_MS = 1000 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 10.0
+
+
+def steal_ticks() -> np.ndarray | None:
+    """Each CPU's steal time so far, in clock ticks (``/proc/stat``): time the hypervisor ran something
+    else while this virtual machine's CPU had work. None where the kernel does not say."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            lines = f.read().splitlines()
+        return np.array([int(line.split()[8]) for line in lines[1:] if line.startswith(b"cpu")])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def off_cpu(ms: np.ndarray, cpu: np.ndarray, switches: np.ndarray, faults: np.ndarray, stolen: np.ndarray,
+            qids: list) -> dict:
     """Where a system's time went beyond its work: the searching thread's CPU time in each search against
     its wall time (``thread_time``; at one thread the encoder, FAISS and BM25 all run on it), summed over
-    every search as ``off_cpu_ms`` (time the thread waited, descheduled or on the disk), and its slowest
-    searches with their CPU time, the thread's involuntary context switches and page faults inside them.
-    A search slow on the CPU did more work; one slow off it waited for the machine."""
+    every search as ``off_cpu_ms`` (time the thread waited: descheduled, on the disk, or its virtual CPU
+    stopped by the hypervisor), the steal time any CPU of the machine saw during its searches
+    (``stolen_ms``, in 10 ms clock ticks), and its slowest searches with their CPU time, steal, the
+    thread's involuntary context switches and page faults. A search slow on the CPU did more work; one
+    slow off it waited for the machine."""
     slowest = np.argsort(ms, axis=None)[::-1][:SLOWEST]
     return {"cpu_mean_ms": float(cpu.mean()), "off_cpu_ms": float(np.clip(ms - cpu, 0, None).sum()),
+            "stolen_ms": float(stolen.sum()),
             "slowest": [{"pass": int(r), "query": qids[i], "ms": float(ms[r, i]), "cpu_ms": float(cpu[r, i]),
-                         "involuntary_switches": int(switches[r, i]), "faults": int(faults[r, i])}
+                         "stolen_ms": float(stolen[r, i]), "involuntary_switches": int(switches[r, i]),
+                         "faults": int(faults[r, i])}
                         for r, i in (np.unravel_index(j, ms.shape) for j in slowest)]}
 
 
@@ -314,7 +339,7 @@ def budget_row(budget: float, row: dict, frontier) -> dict:
            "holds": mean <= 1.1 * budget, "plan_share": row.get("plan_share", {str(plan): 1.0}),
            **({"collector": row["collector"]} if "collector" in row else {}),
            **{key: row[key] for key in ("machine_x", "machine_x_after", "pass_mean_ms", "cpu_mean_ms", "off_cpu_ms",
-                                        "slowest") if key in row}}
+                                        "stolen_ms", "slowest") if key in row}}
     if "pass_mean_ms" in row and "machine_x_after" in row:
         scaled = at_machine_speed(row["pass_mean_ms"], row["machine_x"], row["machine_x_after"])
         out.update(mean_ms_at_calibration_speed=scaled, holds_at_calibration_speed=scaled <= 1.1 * budget)
@@ -436,12 +461,12 @@ def broken_profile(rows: list) -> list[str]:
     for b in rows:
         if b["holds"] or "slowest" not in b:
             continue
-        slow = "; ".join(f"{s['ms']:.1f} ms ({s['cpu_ms']:.1f} on the CPU, {s['involuntary_switches']} involuntary "
-                         f"switches, {s['faults']} page faults; pass {s['pass'] + 1}, query {s['query']})"
-                         for s in b["slowest"])
+        slow = "; ".join(f"{s['ms']:.1f} ms ({s['cpu_ms']:.1f} on the CPU, {s.get('stolen_ms', 0):.0f} stolen, "
+                         f"{s['involuntary_switches']} involuntary switches, {s['faults']} page faults; "
+                         f"pass {s['pass'] + 1}, query {s['query']})" for s in b["slowest"])
         out.append(f"- budget {b['budget_ms']:g} broken: passes' means "
                    f"{' / '.join(f'{m:.2f}' for m in b['pass_mean_ms'])} ms; {b['off_cpu_ms']:.1f} ms off the CPU "
-                   f"in all; slowest searches: {slow}.")
+                   f"and {b.get('stolen_ms', 0):.0f} ms stolen by the hypervisor in all; slowest searches: {slow}.")
     return ["", *out] if out else []
 
 

@@ -164,3 +164,17 @@ def test_timed_searches_tell_work_on_the_cpu_from_waiting():
     slowest = out["waits"]["slowest"]
     assert len(slowest) == 3 and slowest[0]["ms"] >= slowest[-1]["ms"] >= 4
     assert {s["query"] for s in slowest} <= {"q1", "q2"} and {s["pass"] for s in slowest} <= {0, 1}
+
+
+def test_timed_searches_record_the_steal_time_the_machine_saw(monkeypatch):
+    import experiments.query_path as query_path
+
+    class Result:
+        docids, plan = ["d"], "p"
+
+    ticks = iter(np.array([t, 0]) for t in [0, 0, 0, 0, 0, 7, 7, 7] + [7] * 20)  # 7 ticks during one search
+    monkeypatch.setattr(query_path, "steal_ticks", lambda: next(ticks))
+    out = timed([("budget", "a", lambda _: Result())], {"q1": "x", "q2": "y"}, 2)
+    assert out["a"]["stolen_ms"] == pytest.approx(7 * query_path.TICK_MS)
+    assert out["a"]["slowest"][0]["stolen_ms"] in (0.0, pytest.approx(7 * query_path.TICK_MS))
+    assert sum(s["stolen_ms"] for s in out["a"]["slowest"]) == pytest.approx(7 * query_path.TICK_MS)
