@@ -111,3 +111,15 @@ def test_selection_reports_the_out_of_domain_sets_but_chooses_on_the_held_out_qu
     assert default_model.stage_select(candidate(tmp_path, monkeypatch, evaluate)) == 0.0
     table = (tmp_path / "candidate-selection.md").read_text()
     assert "chosen base share: 0" in table and "### sickr-trial" in table and "0.400" in table
+
+
+def test_pace_ratio_windows_read_as_the_planner_reads_them():
+    from experiments.pace_ratios import summary
+    from retrieval.planner import PACE_WINDOW
+
+    steady = np.ones(4 * PACE_WINDOW)
+    jumpy = np.tile([0.8, 1.2], 2 * PACE_WINDOW)  # swings on every search, its windows at 1
+    jumpy[: PACE_WINDOW] = 2.0  # one window of slow searches
+    s, j = summary(steady), summary(jumpy)
+    assert s["sd"] == 0 and s["windows_over_slack"] == 0 and s["window_median_p50"] == 1.0
+    assert j["windows_over_slack"] == 0.25 and j["window_median_p95"] > 1.1 and j["searches"] == 4 * PACE_WINDOW
