@@ -61,7 +61,11 @@ DRIFT_WINDOW = 16  # budgeted queries the drift check looks at
 PACE_WINDOW = 8  # budgeted queries the pace is the median of
 PACE_STEP = 0.05  # a pace this far (relative) from the one the cached choices were made at chooses again
 PACE_SLACK = 1.1  # the pace counts only when searches run slower than this (the budget contract's tolerance)
-PACE_MIN_MS = 1.0  # plans faster than this do not set the pace: fixed overheads and jitter dominate them
+# Only plans that encode their query, predicted at PACE_MIN_MS or more, set the pace. BM25 alone does not:
+# its cost follows its terms' postings, which no expectation here knows (``experiments.pace_ratios``:
+# ratios' sd 0.13-0.42, against 0.03-0.11 for plans that encode, from 0.77 ms up); nor does a plan so
+# cheap that the timer and fixed overheads dominate it.
+PACE_MIN_MS = 0.5
 # Budgeted searches whose mean query length the choices follow: long enough that a stretch of long topics
 # does not move it (NFCorpus's dev topics, in file order: 64-search means 4.7-10.3 tokens, 256-search
 # 6.2-7.8, all 7.1), short enough to follow a lasting change within a few seconds of searches.
@@ -372,13 +376,14 @@ class Planner:
         """Record a budgeted query's measured latency; ``tokens``, its query's token count where it was encoded.
 
         The pace: the median ratio to the prediction over the last ``PACE_WINDOW`` searches of plans
-        predicted at ``PACE_MIN_MS`` or more, when it exceeds ``PACE_SLACK`` (else 1). Cached choices are
-        made again when it moves by more than ``PACE_STEP``. After ``PACE_EXPIRY`` searches with none
-        such (the pace moved a budget to a sub-millisecond plan), it returns to 1, so the budget tries
-        its plan again. Drift: when the median over ``DRIFT_WINDOW`` searches of such plans runs well away
-        from 1, the cost model is measured again (calibrated plans only warn, once: rerun calibrate). A
-        sub-millisecond plan's ratio swings with the query's terms and the timer's jitter, so it counts
-        towards neither; nor does a plan's first search, which pays its one-time set-up.
+        that encode their query, predicted at ``PACE_MIN_MS`` or more, when it exceeds ``PACE_SLACK``
+        (else 1). Cached choices are made again when it moves by more than ``PACE_STEP``. After
+        ``PACE_EXPIRY`` searches with none such (the pace moved a budget to BM25 alone), it returns to 1,
+        so the budget tries its plan again. Drift: when the median over ``DRIFT_WINDOW`` searches of such
+        plans runs well away from 1, the cost model is measured again (calibrated plans only warn, once:
+        rerun calibrate). BM25 alone's ratio swings with the query's terms, and a plan under
+        ``PACE_MIN_MS`` with the timer's jitter, so they count towards neither; nor does a plan's first
+        search, which pays its one-time set-up.
 
         A calibrated plan's ratio is to what the query's length leads one to expect
         (``Point.expected_ms``): its latency grows with the tokens encoded, and a run of long queries is
@@ -399,7 +404,7 @@ class Planner:
         if point is None or not point.ms:
             return
         with self._lock:
-            if point.ms < PACE_MIN_MS:  # jitter and fixed overheads, not the machine: neither pace nor drift
+            if not plan.sizes or point.ms < PACE_MIN_MS:  # its terms or jitter, not the machine: neither
                 self._quiet += 1
                 if self._quiet >= PACE_EXPIRY and self.pace != 1.0:
                     self._paced.clear()

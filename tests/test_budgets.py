@@ -252,6 +252,24 @@ def test_sub_millisecond_plans_do_not_set_the_pace_and_it_expires(index_copy, ti
     assert planner.pace == 1.0 and planner.choose(4.2, 10).sizes == slow.sizes
 
 
+def test_plans_that_encode_set_the_pace_from_half_a_millisecond_and_bm25_alone_never(index_copy, tiny_model):
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    points = [Point(Plan.parse("1x8:50"), 0.4, 0.4), Point(Plan.parse("1x8:100,4x48:10"), 0.8, 0.5),
+              Point(Plan.parse("bm25:100"), 1.5, 0.6), Point(Plan.parse("4x48:50"), 4.0, 0.9)]
+    planner = Planner(searcher.index, fake_costs(searcher), Frontier("m", "i", "nDCG@10", 10, "t", 9, 4, points),
+                      searcher)
+    tiny, cheap, bm25, _ = (p.plan for p in points)
+    set_up(planner, *(p.plan for p in points))
+    window = planner_module.PACE_WINDOW
+    for _ in range(window):
+        planner.observe(bm25, 1.5 * 1.4)  # BM25 alone: its terms' postings, not the machine
+        planner.observe(tiny, 0.4 * 1.4)  # under half a millisecond: the timer's jitter
+    assert planner.pace == 1.0
+    for _ in range(window):
+        planner.observe(cheap, 0.8 * 1.3)  # a sub-millisecond plan that encodes its query
+    assert planner.pace == pytest.approx(1.3)
+
+
 def test_frontier_latencies_are_measured_as_searches(index_copy, tiny_model, monkeypatch):
     from retrieval.calibrate import end_to_end
 
