@@ -134,7 +134,9 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True,
     running one budget would), the blocks alternating over the passes. ``reference``: the reference
     workload's time at calibration; each block then records the workload's time just before it and just
     after it, over that (``machine_x``, ``machine_x_after``: above 1, the machine ran slower than when the
-    plans were measured), and each pass's mean (``pass_mean_ms``)."""
+    plans were measured). Blocks record each pass's mean (``pass_mean_ms``) and profile (``pass_profile``:
+    the hypervisor's steal time, the thread's involuntary switches and page faults); every search its
+    CPU time (``off_cpu``)."""
     qids = list(topics)
     for _, _, search in systems:  # warm-up: lazy set-up is not timed
         search(topics[qids[0]])
@@ -147,31 +149,40 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True,
     machine_after = {name: [] for _, name, _ in systems}
 
     cpu = {name: np.empty((repeats, len(qids))) for _, name, _ in systems}
-    switches = {name: np.empty((repeats, len(qids)), dtype=np.int64) for _, name, _ in systems}
-    faults = {name: np.empty((repeats, len(qids)), dtype=np.int64) for _, name, _ in systems}
-
-    stolen = {name: np.zeros((repeats, len(qids))) for _, name, _ in systems}
+    # Per pass of a block: what the thread and the machine went through (read between passes only:
+    # reading /proc/stat between searches slowed the next BM25 search by about a tenth).
+    pass_profile = {name: [] for _, name, _ in systems}
+    at_start = {}
 
     def one(r, i, qid, name, search):
         passes.system = name
-        steal = steal_ticks()
-        before, c = resource.getrusage(resource.RUSAGE_THREAD), time.thread_time()
+        c = time.thread_time()
         t = time.perf_counter()
         result = search(topics[qid])
         ms[name][r, i] = (time.perf_counter() - t) * 1000
-        cpu[name][r, i], after = (time.thread_time() - c) * 1000, resource.getrusage(resource.RUSAGE_THREAD)
-        if steal is not None:
-            stolen[name][r, i] = (steal_ticks() - steal).max(initial=0) * TICK_MS
-        switches[name][r, i] = after.ru_nivcsw - before.ru_nivcsw
-        faults[name][r, i] = after.ru_minflt - before.ru_minflt + after.ru_majflt - before.ru_majflt
+        cpu[name][r, i] = (time.thread_time() - c) * 1000
         passes.system = None
         plans.setdefault(name, collections.Counter())[str(result.plan)] += 1
         if r == 0:
             rankings[name][qid] = result.docids
 
     def bracket(name, after=False):
-        if reference is not None and not interleave:
-            (machine_after if after else machine)[name].append(reference_ms() / reference)
+        """Around each pass of a block: the reference workload outside it, the pass's profile inside."""
+        if interleave:
+            return
+        if not after and reference is not None:
+            machine[name].append(reference_ms() / reference)
+        now = (resource.getrusage(resource.RUSAGE_THREAD), steal_ticks())
+        if not after:
+            at_start[name] = now
+            return
+        (before, steal), (end, steal_end) = at_start.pop(name), now
+        pass_profile[name].append({
+            "stolen_ms": float((steal_end - steal).max(initial=0) * TICK_MS) if steal is not None else None,
+            "involuntary_switches": end.ru_nivcsw - before.ru_nivcsw,
+            "faults": end.ru_minflt - before.ru_minflt + end.ru_majflt - before.ru_majflt})
+        if reference is not None:
+            machine_after[name].append(reference_ms() / reference)
 
     gc.callbacks.append(passes)
     try:
@@ -187,9 +198,10 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True,
                      "plans": [plan for plan, _ in plans[name].most_common()],
                      "plan_share": {plan: n / plans[name].total() for plan, n in plans[name].most_common()},
                      "collector": passes.of(name),
-                     **off_cpu(ms[name], cpu[name], switches[name], faults[name], stolen[name], qids),
-                     **({"machine_x": machine[name], "machine_x_after": machine_after[name],
-                         "pass_mean_ms": ms[name].mean(axis=1).tolist()} if machine[name] else {}),
+                     **off_cpu(ms[name], cpu[name], qids),
+                     **({"pass_profile": pass_profile[name], "pass_mean_ms": ms[name].mean(axis=1).tolist()}
+                        if not interleave else {}),
+                     **({"machine_x": machine[name], "machine_x_after": machine_after[name]} if machine[name] else {}),
                      "rankings": rankings[name]}
     return out
 
@@ -225,21 +237,16 @@ def steal_ticks() -> np.ndarray | None:
         return None
 
 
-def off_cpu(ms: np.ndarray, cpu: np.ndarray, switches: np.ndarray, faults: np.ndarray, stolen: np.ndarray,
-            qids: list) -> dict:
+def off_cpu(ms: np.ndarray, cpu: np.ndarray, qids: list) -> dict:
     """Where a system's time went beyond its work: the searching thread's CPU time in each search against
     its wall time (``thread_time``; at one thread the encoder, FAISS and BM25 all run on it), summed over
     every search as ``off_cpu_ms`` (time the thread waited: descheduled, on the disk, or its virtual CPU
-    stopped by the hypervisor), the steal time any CPU of the machine saw during its searches
-    (``stolen_ms``, in 10 ms clock ticks), and its slowest searches with their CPU time, steal, the
-    thread's involuntary context switches and page faults. A search slow on the CPU did more work; one
-    slow off it waited for the machine."""
+    stopped by the hypervisor), and its slowest searches with their CPU time. A search slow on the CPU
+    did more work; one slow off it waited for the machine (each pass's ``pass_profile`` says how: the
+    hypervisor's steal time, the thread's involuntary switches and its page faults)."""
     slowest = np.argsort(ms, axis=None)[::-1][:SLOWEST]
     return {"cpu_mean_ms": float(cpu.mean()), "off_cpu_ms": float(np.clip(ms - cpu, 0, None).sum()),
-            "stolen_ms": float(stolen.sum()),
-            "slowest": [{"pass": int(r), "query": qids[i], "ms": float(ms[r, i]), "cpu_ms": float(cpu[r, i]),
-                         "stolen_ms": float(stolen[r, i]), "involuntary_switches": int(switches[r, i]),
-                         "faults": int(faults[r, i])}
+            "slowest": [{"pass": int(r), "query": qids[i], "ms": float(ms[r, i]), "cpu_ms": float(cpu[r, i])}
                         for r, i in (np.unravel_index(j, ms.shape) for j in slowest)]}
 
 
@@ -339,7 +346,7 @@ def budget_row(budget: float, row: dict, frontier) -> dict:
            "holds": mean <= 1.1 * budget, "plan_share": row.get("plan_share", {str(plan): 1.0}),
            **({"collector": row["collector"]} if "collector" in row else {}),
            **{key: row[key] for key in ("machine_x", "machine_x_after", "pass_mean_ms", "cpu_mean_ms", "off_cpu_ms",
-                                        "stolen_ms", "slowest") if key in row}}
+                                        "pass_profile", "slowest") if key in row}}
     if "pass_mean_ms" in row and "machine_x_after" in row:
         scaled = at_machine_speed(row["pass_mean_ms"], row["machine_x"], row["machine_x_after"])
         out.update(mean_ms_at_calibration_speed=scaled, holds_at_calibration_speed=scaled <= 1.1 * budget)
@@ -461,13 +468,18 @@ def broken_profile(rows: list) -> list[str]:
     for b in rows:
         if b["holds"] or "slowest" not in b:
             continue
-        slow = "; ".join(f"{s['ms']:.1f} ms ({s['cpu_ms']:.1f} on the CPU, {s.get('stolen_ms', 0):.0f} stolen, "
-                         f"{s['involuntary_switches']} involuntary switches, {s['faults']} page faults; "
-                         f"pass {s['pass'] + 1}, query {s['query']})" for s in b["slowest"])
+        slow = "; ".join(f"{s['ms']:.1f} ms ({s['cpu_ms']:.1f} on the CPU; pass {s['pass'] + 1}, query {s['query']})"
+                         for s in b["slowest"])
+        passes = " / ".join(f"{pass_cell(x)}" for x in b.get("pass_profile", []))
         out.append(f"- budget {b['budget_ms']:g} broken: passes' means "
                    f"{' / '.join(f'{m:.2f}' for m in b['pass_mean_ms'])} ms; {b['off_cpu_ms']:.1f} ms off the CPU "
-                   f"and {b.get('stolen_ms', 0):.0f} ms stolen by the hypervisor in all; slowest searches: {slow}.")
+                   f"in all; slowest searches: {slow}; each pass: {passes}.")
     return ["", *out] if out else []
+
+
+def pass_cell(p: dict) -> str:
+    stolen = "steal unknown" if p["stolen_ms"] is None else f"{p['stolen_ms']:.0f} ms stolen"
+    return f"{stolen}, {p['involuntary_switches']} involuntary switches, {p['faults']} page faults"
 
 
 def cpu_cell(row: dict) -> str:

@@ -166,15 +166,23 @@ def test_timed_searches_tell_work_on_the_cpu_from_waiting():
     assert {s["query"] for s in slowest} <= {"q1", "q2"} and {s["pass"] for s in slowest} <= {0, 1}
 
 
-def test_timed_searches_record_the_steal_time_the_machine_saw(monkeypatch):
+def test_timed_blocks_profile_each_pass_with_the_steal_time_the_machine_saw(monkeypatch):
     import experiments.query_path as query_path
 
     class Result:
         docids, plan = ["d"], "p"
 
-    ticks = iter(np.array([t, 0]) for t in [0, 0, 0, 0, 0, 7, 7, 7] + [7] * 20)  # 7 ticks during one search
-    monkeypatch.setattr(query_path, "steal_ticks", lambda: next(ticks))
-    out = timed([("budget", "a", lambda _: Result())], {"q1": "x", "q2": "y"}, 2)
-    assert out["a"]["stolen_ms"] == pytest.approx(7 * query_path.TICK_MS)
-    assert out["a"]["slowest"][0]["stolen_ms"] in (0.0, pytest.approx(7 * query_path.TICK_MS))
-    assert sum(s["stolen_ms"] for s in out["a"]["slowest"]) == pytest.approx(7 * query_path.TICK_MS)
+    reads = []  # /proc/stat is read around each pass, never between its searches
+
+    def steal():
+        reads.append(1)
+        return np.array([7 * (len(reads) > 3), 0])  # 7 ticks during the second pass (reads 3 and 4)
+
+    monkeypatch.setattr(query_path, "steal_ticks", steal)
+    out = timed([("budget", "a", lambda _: Result())], {"q1": "x", "q2": "y"}, 2, interleave=False)
+    assert len(reads) == 2 * 2
+    profile = out["a"]["pass_profile"]
+    assert [p["stolen_ms"] for p in profile] == [0.0, pytest.approx(7 * query_path.TICK_MS)]
+    assert all(p["involuntary_switches"] >= 0 and p["faults"] >= 0 for p in profile)
+    assert len(out["a"]["pass_mean_ms"]) == 2 and "machine_x" not in out["a"]  # no reference given
+    assert "pass_profile" not in timed([("budget", "a", lambda _: Result())], {"q1": "x"}, 1)["a"]  # in turn
