@@ -199,8 +199,9 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True,
                      "plan_share": {plan: n / plans[name].total() for plan, n in plans[name].most_common()},
                      "collector": passes.of(name),
                      **off_cpu(ms[name], cpu[name], qids),
-                     **({"pass_profile": pass_profile[name], "pass_mean_ms": ms[name].mean(axis=1).tolist()}
-                        if not interleave else {}),
+                     **({"pass_profile": [{**profile, "off_cpu_ms": float(off)} for profile, off in zip(
+                         pass_profile[name], np.clip(ms[name] - cpu[name], 0, None).sum(axis=1))],
+                         "pass_mean_ms": ms[name].mean(axis=1).tolist()} if not interleave else {}),
                      **({"machine_x": machine[name], "machine_x_after": machine_after[name]} if machine[name] else {}),
                      "rankings": rankings[name]}
     return out
@@ -245,7 +246,8 @@ def off_cpu(ms: np.ndarray, cpu: np.ndarray, qids: list) -> dict:
     did more work; one slow off it waited for the machine (each pass's ``pass_profile`` says how: the
     hypervisor's steal time, the thread's involuntary switches and its page faults)."""
     slowest = np.argsort(ms, axis=None)[::-1][:SLOWEST]
-    return {"cpu_mean_ms": float(cpu.mean()), "off_cpu_ms": float(np.clip(ms - cpu, 0, None).sum()),
+    return {"searches": int(ms.size), "cpu_mean_ms": float(cpu.mean()),
+            "off_cpu_ms": float(np.clip(ms - cpu, 0, None).sum()),
             "slowest": [{"pass": int(r), "query": qids[i], "ms": float(ms[r, i]), "cpu_ms": float(cpu[r, i])}
                         for r, i in (np.unravel_index(j, ms.shape) for j in slowest)]}
 
@@ -345,12 +347,27 @@ def budget_row(budget: float, row: dict, frontier) -> dict:
            "per_query_median_mean_ms": row["mean_ms"], "p95_ms": row["p95_ms"], "nDCG@10": row["nDCG@10"],
            "holds": mean <= 1.1 * budget, "plan_share": row.get("plan_share", {str(plan): 1.0}),
            **({"collector": row["collector"]} if "collector" in row else {}),
-           **{key: row[key] for key in ("machine_x", "machine_x_after", "pass_mean_ms", "cpu_mean_ms", "off_cpu_ms",
-                                        "pass_profile", "slowest") if key in row}}
+           **{key: row[key] for key in ("machine_x", "machine_x_after", "pass_mean_ms", "searches", "cpu_mean_ms",
+                                        "off_cpu_ms", "pass_profile", "slowest") if key in row}}
     if "pass_mean_ms" in row and "machine_x_after" in row:
         scaled = at_machine_speed(row["pass_mean_ms"], row["machine_x"], row["machine_x_after"])
         out.update(mean_ms_at_calibration_speed=scaled, holds_at_calibration_speed=scaled <= 1.1 * budget)
+    less = less_steal(row["pass_mean_ms"], row.get("pass_profile", []), row.get("searches")) \
+        if "pass_mean_ms" in row else None
+    if less is not None:
+        out.update(mean_ms_less_steal=less, holds_less_steal=less <= 1.1 * budget)
     return out
+
+
+def less_steal(pass_means: list, profile: list, searches: int | None) -> float | None:
+    """The mean latency with the hypervisor's steal time taken out of each pass: no more than the time the
+    searching thread spent off the CPU in it (steal is counted on any of the machine's CPUs, in 10 ms
+    ticks). A profile of a broken budget, not the contract: it tells a block the hypervisor stopped from
+    one whose plan ran over. None without the counts."""
+    if not searches or len(profile) != len(pass_means) or any(p.get("stolen_ms") is None for p in profile):
+        return None
+    per_pass = searches / len(pass_means)
+    return float(np.mean([m - min(p["stolen_ms"], p["off_cpu_ms"]) / per_pass for m, p in zip(pass_means, profile)]))
 
 
 def at_machine_speed(pass_means: list, before: list, after: list) -> float:
@@ -406,9 +423,11 @@ def summarise(rows: dict, full, default: str, budget_rows: list, calibration_row
         "budgets_hold": all(r["holds"] for r in budget_rows),
         "budgets_broken": [r["budget_ms"] for r in budget_rows if not r["holds"]],
         "budgets_broken_at_calibration_speed": broken_at_speed(budget_rows),
+        "budgets_broken_less_steal": broken_at_speed(budget_rows, "holds_less_steal"),
         **({"budgets_hold_on_calibration_topics": all(r["holds"] for r in calibration_rows),
             "budgets_broken_on_calibration_topics": [r["budget_ms"] for r in calibration_rows if not r["holds"]],
-            "budgets_broken_on_calibration_topics_at_calibration_speed": broken_at_speed(calibration_rows)}
+            "budgets_broken_on_calibration_topics_at_calibration_speed": broken_at_speed(calibration_rows),
+            "budgets_broken_on_calibration_topics_less_steal": broken_at_speed(calibration_rows, "holds_less_steal")}
            if calibration_rows is not None else {}),
         "hybrid": {"system": best_hybrid, "nDCG@10": hybrids[best_hybrid]["nDCG@10"], "bm25": bm25,
                    "dense_full": today["nDCG@10"],
@@ -416,11 +435,12 @@ def summarise(rows: dict, full, default: str, budget_rows: list, calibration_row
     }
 
 
-def broken_at_speed(rows: list) -> list | None:
-    """The broken budgets that run over even at calibration's machine speed (None: not measured)."""
-    if not all("holds_at_calibration_speed" in r for r in rows):
+def broken_at_speed(rows: list, verdict: str = "holds_at_calibration_speed") -> list | None:
+    """The broken budgets that run over even by ``verdict``: at calibration's machine speed, or with the
+    hypervisor's steal taken out (``holds_less_steal``). None: not measured."""
+    if not all(verdict in r for r in rows):
         return None
-    return [r["budget_ms"] for r in rows if not r["holds"] and not r["holds_at_calibration_speed"]]
+    return [r["budget_ms"] for r in rows if not r["holds"] and not r[verdict]]
 
 
 def markdown(results: dict) -> str:
@@ -448,15 +468,15 @@ def markdown(results: dict) -> str:
         lines += ["", title, "", "| budget ms | plan (share of searches) | predicted ms (main plan) | mean ms (every search) | p95 ms | "
                   "nDCG@10 | mean <= 1.1x budget | collector passes in its searches (full), ms | "
                   "reference workload before (and after) each pass, x calibration | "
-                  "mean ms at calibration's machine speed | mean ms on the CPU |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "mean ms at calibration's machine speed | mean ms less the hypervisor's steal | mean ms on the CPU |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for b in rows:
             pred = "" if b["predicted_ms"] is None else f"{b['predicted_ms']:.2f}"
             share = b.get("plan_share", {b["plan"]: 1.0})
             plan = b["plan"] if len(share) == 1 else "; ".join(f"{p} ({v:.0%})" for p, v in share.items())
             lines.append(f"| {b['budget_ms']:g} | {plan} | {pred} | {b['mean_ms']:.2f} | {b['p95_ms']:.2f} | "
                          f"{b['nDCG@10']:.4f} | {'yes' if b['holds'] else '**no**'} | {collector_cell(b)} | "
-                         f"{machine_cell(b)} | {speed_cell(b)} | {cpu_cell(b)} |")
+                         f"{machine_cell(b)} | {speed_cell(b)} | {speed_cell(b, 'less_steal')} | {cpu_cell(b)} |")
         lines += broken_profile(rows)
     lines += ["", "Summary:", "", "```json", json.dumps(r["summary"], indent=2), "```", ""]
     return "\n".join(lines)
@@ -479,7 +499,8 @@ def broken_profile(rows: list) -> list[str]:
 
 def pass_cell(p: dict) -> str:
     stolen = "steal unknown" if p["stolen_ms"] is None else f"{p['stolen_ms']:.0f} ms stolen"
-    return f"{stolen}, {p['involuntary_switches']} involuntary switches, {p['faults']} page faults"
+    off = f"{p['off_cpu_ms']:.1f} ms off the CPU, " if "off_cpu_ms" in p else ""
+    return f"{off}{stolen}, {p['involuntary_switches']} involuntary switches, {p['faults']} page faults"
 
 
 def cpu_cell(row: dict) -> str:
@@ -493,13 +514,13 @@ def machine_cell(row: dict) -> str:
     return " / ".join(f"{b:.2f} ({a:.2f})" for b, a in zip(before, after))
 
 
-def speed_cell(row: dict) -> str:
-    if "mean_ms_at_calibration_speed" not in row:
+def speed_cell(row: dict, by: str = "at_calibration_speed") -> str:
+    if f"mean_ms_{by}" not in row:
         return ""
     if row["holds"]:
-        return f"{row['mean_ms_at_calibration_speed']:.2f}"
-    verdict = "holds" if row["holds_at_calibration_speed"] else "**over**"
-    return f"{row['mean_ms_at_calibration_speed']:.2f} ({verdict})"
+        return f"{row[f'mean_ms_{by}']:.2f}"
+    verdict = "holds" if row[f"holds_{by}"] else "**over**"
+    return f"{row[f'mean_ms_{by}']:.2f} ({verdict})"
 
 
 def collector_cell(row: dict) -> str:
@@ -520,8 +541,8 @@ def summary_table(out: Path) -> str:
         lines.append(f"| {path.stem} | {s['today']['mean_ms']:.2f} | {f['system']} | {f['mean_ms']:.2f} | "
                      f"{f['x_today']:.2f}x | {f['x_exhaustive_default_encoder']:.2f}x | "
                      f"{d['system']} ({d['mean_ms']:.2f} ms) | {d['x_today']:.2f}x | {warm_cells(s)} | "
-                     f"{held(s['budgets_hold'], s['budgets_broken'], s.get('budgets_broken_at_calibration_speed'))} | "
-                     f"{held(s.get('budgets_hold_on_calibration_topics'), s.get('budgets_broken_on_calibration_topics'), s.get('budgets_broken_on_calibration_topics_at_calibration_speed'))} | "
+                     f"{held(s['budgets_hold'], s['budgets_broken'], s.get('budgets_broken_at_calibration_speed'), s.get('budgets_broken_less_steal'))} | "
+                     f"{held(s.get('budgets_hold_on_calibration_topics'), s.get('budgets_broken_on_calibration_topics'), s.get('budgets_broken_on_calibration_topics_at_calibration_speed'), s.get('budgets_broken_on_calibration_topics_less_steal'))} | "
                      f"{h['system']} | {h['nDCG@10']:.4f} / {h['bm25']:.4f} / {h['dense_full']:.4f} |")
     return "\n".join(lines) + "\n"
 
@@ -533,14 +554,20 @@ def warm_cells(summary: dict) -> str:
     return f"{w['system']} ({w['mean_ms']:.2f} ms; today {w['today_ms']:.2f} ms) | {w['x_today']:.2f}x"
 
 
-def held(hold: bool | None, broken: list | None, at_speed: list | None = None) -> str:
-    """A topic set's verdict: the broken budgets, each marked where it held at calibration's machine speed."""
+def held(hold: bool | None, broken: list | None, at_speed: list | None = None, less_steal: list | None = None) -> str:
+    """A topic set's verdict: the broken budgets, each marked where it held without the hypervisor's steal
+    time or at calibration's machine speed."""
     if hold is None:
         return "not measured"
     if hold:
         return "yes"
-    return "no: " + ", ".join(f"{b:g}" + (" (holds at calibration's machine speed)"
-                                         if at_speed is not None and b not in at_speed else "") for b in broken)
+
+    def why(b):
+        if less_steal is not None and b not in less_steal:
+            return " (holds without the hypervisor's steal)"
+        return " (holds at calibration's machine speed)" if at_speed is not None and b not in at_speed else ""
+
+    return "no: " + ", ".join(f"{b:g}{why(b)}" for b in broken)
 
 
 def main(argv: list[str] | None = None) -> None:

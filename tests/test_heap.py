@@ -186,3 +186,28 @@ def test_timed_blocks_profile_each_pass_with_the_steal_time_the_machine_saw(monk
     assert all(p["involuntary_switches"] >= 0 and p["faults"] >= 0 for p in profile)
     assert len(out["a"]["pass_mean_ms"]) == 2 and "machine_x" not in out["a"]  # no reference given
     assert "pass_profile" not in timed([("budget", "a", lambda _: Result())], {"q1": "x"}, 1)["a"]  # in turn
+
+
+def test_a_broken_budget_is_also_judged_without_the_hypervisors_steal():
+    from experiments.query_path import broken_at_speed, budget_row, less_steal
+
+    def profile(stolen, off):
+        return {"stolen_ms": stolen, "off_cpu_ms": off, "involuntary_switches": 0, "faults": 0}
+
+    # Two passes of 10 searches: the second lost 70 ms to steal, the thread 72 ms off the CPU.
+    assert less_steal([1.0, 8.0], [profile(0, 0.5), profile(70, 72)], 20) == pytest.approx((1.0 + 1.0) / 2)
+    # Steal on another CPU while the thread ran on: no more than its own time off the CPU is taken out.
+    assert less_steal([1.0, 8.0], [profile(0, 0.5), profile(100, 20)], 20) == pytest.approx((1.0 + 6.0) / 2)
+    assert less_steal([1.0], [profile(None, 0.0)], 10) is None  # steal not known
+
+    class Calibrated:
+        def measured(self, plan):
+            return 1.0
+
+    row = {"plans": ["bm25:10"], "every_search_mean_ms": 4.5, "mean_ms": 1.0, "p95_ms": 1.0, "nDCG@10": 0.5,
+           "pass_mean_ms": [1.0, 8.0], "searches": 20, "pass_profile": [profile(0, 0.5), profile(70, 72)]}
+    stopped = budget_row(1.0, row, Calibrated())
+    assert not stopped["holds"] and stopped["holds_less_steal"]
+    assert broken_at_speed([stopped], "holds_less_steal") == []
+    ran_over = budget_row(1.0, {**row, "pass_profile": [profile(0, 0.5), profile(0, 72)]}, Calibrated())
+    assert broken_at_speed([stopped, ran_over], "holds_less_steal") == [1.0] and not ran_over["holds_less_steal"]
