@@ -241,9 +241,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     runtime.setup(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    started = runtime.record("experiments.frontier", args.threads, argv)  # before any results file is written
     for name in args.datasets:
         print(f"== {name}", flush=True)
-        results = runtime.record("experiments.frontier", args.threads, argv)
+        results = {**started, "machine": runtime.machine(args.threads)}
         result = run(name, args)
         results["machine"]["load_average_at_end"] = runtime.machine(args.threads)["load_average"]
         results.update({"tag": args.tag, "result": result})

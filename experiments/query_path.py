@@ -150,7 +150,7 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True,
 
     cpu = {name: np.empty((repeats, len(qids))) for _, name, _ in systems}
     # Per pass of a block: what the thread and the machine went through (read between passes only:
-    # reading /proc/stat between searches slowed the next BM25 search by about a tenth).
+    # reading /proc/stat between searches slows the searches that follow).
     pass_profile = {name: [] for _, name, _ in systems}
     at_start = {}
 
@@ -595,8 +595,11 @@ def main(argv: list[str] | None = None) -> None:
     runtime.setup(1)
     model = StarbucksModel.load(args.model, device="cpu")
     OUT.mkdir(parents=True, exist_ok=True)
+    # Recorded before any results file is written: each collection's files rewritten in the run would
+    # otherwise mark the checkout changed (``-dirty``) in the provenance of the collections after it.
+    started = runtime.record("experiments.query_path", 1, argv)
     for name in args.datasets:
-        results = {"provenance": runtime.record("experiments.query_path", 1, argv), "repeats": args.repeats}
+        results = {"provenance": {**started, "machine": runtime.machine(1)}, "repeats": args.repeats}
         results["result"] = run(name, model, args)
         results["load_average_at_end"] = runtime.machine(1)["load_average"]
         (OUT / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
