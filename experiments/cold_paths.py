@@ -8,7 +8,11 @@ thread):
    ``starbucks.heap.settle()`` froze them (what ``Searcher(..., freeze_heap=True)`` does);
 2. BM25 alone over the judged topics, two passes, on a freshly loaded BM25 index, with and without
    ``indexes.sparse.resident`` (every page of the postings read at load): mean ms a query and the
-   minor page faults of each pass.
+   minor page faults of each pass;
+3. each calibrated frontier plan's first search on the ONNX searcher, which has not searched yet (the
+   calibration ``experiments.query_path`` left in the index folder), against the same query searched
+   five times more: what a process's first search of a plan pays for its set-up (its encoder loaded,
+   its graph's first run), which ``Planner.observe`` leaves out of the pace.
 
     python -m experiments.cold_paths [--repeats 3]
 
@@ -47,6 +51,27 @@ def collection_ms(rounds: int = 3) -> float:
     return statistics.median(times)
 
 
+def first_searches(searcher: Searcher, text: str, k: int = 10, again: int = 5) -> list[dict]:
+    """Each calibrated frontier plan, cheapest first: loading the encoder it names (where not loaded
+    yet), its first search of ``text``, and the median of ``again`` more."""
+    frontier = searcher.planner.frontier
+    out = []
+    for point in frontier.points if frontier is not None else []:
+        plan = point.plan
+        t = time.perf_counter()
+        if plan.sizes:
+            searcher.encoder_named(plan.encoder)
+        load = (time.perf_counter() - t) * 1000
+        times = []
+        for _ in range(1 + again):
+            t = time.perf_counter()
+            searcher.search(text, k=k, budget=plan)
+            times.append((time.perf_counter() - t) * 1000)
+        out.append({"plan": str(plan), "calibrated_ms": point.ms, "load_ms": load, "first_ms": times[0],
+                    "again_median_ms": statistics.median(times[1:])})
+    return out
+
+
 def bm25_passes(folder: Path, texts: list[str], mapped: bool) -> list[dict]:
     """Two passes of BM25 alone (1,000 deep) over ``texts`` on a BM25 index loaded now."""
     import indexes.sparse as sparse
@@ -83,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
                             "frozen": settle(), "full_pass_ms_after_settle": collection_ms()}
     c = COLLECTIONS[NAME]
     texts = list(judged_topics(read_topics(c.topics), read_qrels(c.qrels)).values())
+    results["first_searches"] = first_searches(searchers[ENCODERS.index("onnx")], texts[0])
     results["bm25"] = {"queries": len(texts), "unmapped": [], "resident": []}
     for _ in range(args.repeats):
         results["bm25"]["unmapped"].append(bm25_passes(folder, texts, mapped=False))
@@ -110,6 +136,14 @@ def markdown(results: dict) -> str:
         for i, (one, two) in enumerate(b[kind]):
             lines.append(f"| {kind} | {i + 1} | {one['ms_per_query']:.3f} | {one['minor_faults']} | "
                          f"{two['ms_per_query']:.3f} | {two['minor_faults']} |")
+    first = results.get("first_searches")
+    if first:
+        lines += ["", "Each calibrated frontier plan's first search in the process (the ONNX searcher, one query), "
+                  "cheapest plan first:", "",
+                  "| plan | calibrated ms | encoder load ms | first search ms | the same search again, median ms |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {f['plan']} | {f['calibrated_ms']:.2f} | {f['load_ms']:.1f} | {f['first_ms']:.2f} | "
+                  f"{f['again_median_ms']:.2f} |" for f in first]
     return "\n".join(lines) + "\n"
 
 

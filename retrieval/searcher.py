@@ -150,6 +150,24 @@ class Searcher:
             raise ValueError(f"k={k} is more than the {plan.depth} candidates plan {plan} shortlists")
         return plan
 
+    def warm_up(self, k: int = 10, query: str | None = None) -> dict[str, float]:
+        """Search ``query`` (default: a sample query) once with each plan budgets can choose: the calibrated
+        frontier's plans, else the default plan. A process's first search of a plan pays its set-up (its
+        encoder graph's first run: 0.5-0.6 s for a plan's first int8 or fp32 graph on the DL19 pool here,
+        ``python -m experiments.cold_paths``), which a service would rather pay at start than in its first
+        searches. Writes nothing and sets no pace; returns each plan's first-search ms."""
+        from retrieval.planner import SAMPLE_QUERIES
+
+        text = SAMPLE_QUERIES[0] if query is None else query
+        frontier = self.planner.frontier
+        plans = [p.plan for p in frontier.points] if frontier is not None else [self.planner.default(k)]
+        out = {}
+        for plan in plans:
+            t = time.perf_counter()
+            self.search(text, k=min(k, len(self.index), plan.depth), budget=plan)
+            out[str(plan)] = (time.perf_counter() - t) * 1000
+        return out
+
     def search(self, query: str, k: int = 10, budget: Plan | str | float | None = None,
                early_stop: bool = False) -> Result:
         """Top-k for one query. ``budget``: a Plan, a plan string, milliseconds, or None (best plan).

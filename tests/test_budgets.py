@@ -443,3 +443,23 @@ def test_a_served_length_chooses_by_the_latency_expected_at_it():
     assert frontier.choose(4.0, 10, tokens=12) == points[0].plan and frontier.choose(3.2, 10, tokens=6) == points[1].plan
     with pytest.raises(ValueError, match="below the cheapest"):
         frontier.choose(0.45, 10, tokens=1)  # feasibility: the cheapest plan's measured mean
+
+
+def test_warm_up_runs_each_plan_a_budget_can_choose_once_and_writes_nothing(index_copy, tiny_model, monkeypatch):
+    import os
+
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    searched = []
+    real = searcher.search
+    monkeypatch.setattr(searcher, "search", lambda text, k, budget: searched.append(str(budget)) or real(
+        text, k=k, budget=budget))
+    files = sorted(os.listdir(index_copy))
+    default = str(searcher.planner.default(10))
+    assert list(searcher.warm_up()) == [default] and searched == [default]  # uncalibrated: the default plan
+    points = [Point(Plan.parse("1x8:100,4x48:10"), 2.0, 0.5), Point(Plan.parse("4x48:50"), 4.0, 0.9)]
+    searcher._planner = Planner(searcher.index, None, Frontier("m", "i", "nDCG@10", 10, "t", 9, 2, points), searcher)
+    ran = searcher.warm_up()
+    assert list(ran) == [str(p.plan) for p in points] and all(ms > 0 for ms in ran.values())
+    assert searched[1:] == [str(p.plan) for p in points]
+    assert sorted(os.listdir(index_copy)) == files  # nothing measured or cached
+    assert searcher.planner.pace == 1.0 and not searcher.planner._predicted  # plans, not budgets: nothing observed

@@ -211,3 +211,17 @@ def test_a_broken_budget_is_also_judged_without_the_hypervisors_steal():
     assert broken_at_speed([stopped], "holds_less_steal") == []
     ran_over = budget_row(1.0, {**row, "pass_profile": [profile(0, 0.5), profile(0, 72)]}, Calibrated())
     assert broken_at_speed([stopped, ran_over], "holds_less_steal") == [1.0] and not ran_over["holds_less_steal"]
+
+
+def test_cold_paths_time_each_frontier_plans_first_search(built_index, tiny_model):
+    from experiments.cold_paths import first_searches
+    from retrieval.frontier import Frontier, Point
+    from retrieval.planner import Planner
+
+    searcher = Searcher(built_index, model=tiny_model, encoder="torch", threads=1)
+    assert first_searches(searcher, "coffee") == [] or searcher.planner.frontier is not None
+    points = [Point(Plan.parse("1x8:50"), 0.4, 0.4), Point(Plan.parse("4x48:50"), 4.0, 0.9)]
+    searcher._planner = Planner(searcher.index, None, Frontier("m", "i", "nDCG@10", 10, "t", 9, 2, points), searcher)
+    out = first_searches(searcher, "coffee", again=2)
+    assert [f["plan"] for f in out] == ["1x8:50", "4x48:50"] and [f["calibrated_ms"] for f in out] == [0.4, 4.0]
+    assert all(f["first_ms"] > 0 and f["again_median_ms"] > 0 and f["load_ms"] >= 0 for f in out)
