@@ -41,7 +41,7 @@ PAGE = 4096
 def resident(array: np.ndarray) -> None:
     """Read one byte of every page of a memory-mapped array, so that its pages are mapped into this
     process before the first search rather than during it. A search touches only its terms' postings,
-    so without this each new term pays for faulting its pages in (on the DL19 pool, 66-104 minor faults
+    so without this each new term pays for faulting its pages in (on the DL19 pool, 67-83 minor faults
     in a first pass over its topics, none after: ``python -m experiments.cold_paths``), and calibration,
     whose topics had long been searched, under-stated what a search of new words costs."""
     flat = array.reshape(-1).view(np.uint8) if array.flags.c_contiguous else None
