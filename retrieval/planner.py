@@ -304,7 +304,7 @@ class Planner:
         self.path = None if searcher is None else QueryPath.of(searcher)  # what costs are measured with
         self.source = "calibration" if frontier is not None else "cost model"
         self._warned = False
-        self._drift_warned = False  # the calibrated drift warning: once, until the frontier or costs change
+        self._drift_warned = False  # the calibrated drift warning is said once per planner
         self._over: set[float] = set()  # budgets warned about: at the pace, even their cheapest plan runs over
         self._chosen: dict[tuple, Plan] = {}
         self._predicted: dict[tuple, Point | None] = {}  # (plan, calibrated) -> its latency, for observe

@@ -65,7 +65,7 @@ class Searcher:
         same index can be passed instead, to share it among searchers.
         ``freeze_heap``: once loaded, collect the garbage and freeze every object alive out of the cycle
         collector's later passes (:func:`starbucks.heap.settle`), so that a full pass, which with torch and
-        ONNX Runtime loaded would take a search some 150 ms (``experiments.cold_paths``), scans only what
+        ONNX Runtime loaded would take a search some 160 ms (``experiments.cold_paths``), scans only what
         was made since. False for a program whose objects alive now must have their reference cycles
         collected later."""
         check_encoder(encoder)

@@ -120,7 +120,7 @@ def test_budget_blocks_record_the_machines_speed_before_each_pass():
 
 
 def test_a_broken_budget_is_also_judged_at_calibrations_machine_speed():
-    from experiments.query_path import at_machine_speed, broken_at_speed, budget_row
+    from experiments.query_path import at_machine_speed, still_broken, budget_row
 
     # A pass slowed down on both sides counts its slowdown; one side slow, or a faster machine, counts none.
     assert at_machine_speed([1.2, 1.2, 1.2], [1.2, 1.2, 0.8], [1.3, 1.0, 0.9]) == pytest.approx((1.0 + 1.2 + 1.2) / 3)
@@ -138,8 +138,8 @@ def test_a_broken_budget_is_also_judged_at_calibrations_machine_speed():
     slow_plan = budget_row(1.0, row([1.3, 1.3], [1.0, 1.0], [1.05, 0.95]), Calibrated())
     assert not spell["holds"] and spell["holds_at_calibration_speed"]
     assert not slow_plan["holds"] and not slow_plan["holds_at_calibration_speed"]
-    assert broken_at_speed([spell, slow_plan]) == [1.0] and broken_at_speed([spell]) == []
-    assert broken_at_speed([{"budget_ms": 1.0, "holds": False}]) is None  # results without the bracket
+    assert still_broken([spell, slow_plan]) == [1.0] and still_broken([spell]) == []
+    assert still_broken([{"budget_ms": 1.0, "holds": False}]) is None  # results without the bracket
 
 
 def test_timed_searches_tell_work_on_the_cpu_from_waiting():
@@ -189,7 +189,7 @@ def test_timed_blocks_profile_each_pass_with_the_steal_time_the_machine_saw(monk
 
 
 def test_a_broken_budget_is_also_judged_without_the_hypervisors_steal():
-    from experiments.query_path import broken_at_speed, budget_row, less_steal
+    from experiments.query_path import still_broken, budget_row, less_steal
 
     def profile(stolen, off):
         return {"stolen_ms": stolen, "off_cpu_ms": off, "involuntary_switches": 0, "faults": 0}
@@ -208,9 +208,9 @@ def test_a_broken_budget_is_also_judged_without_the_hypervisors_steal():
            "pass_mean_ms": [1.0, 8.0], "searches": 20, "pass_profile": [profile(0, 0.5), profile(70, 72)]}
     stopped = budget_row(1.0, row, Calibrated())
     assert not stopped["holds"] and stopped["holds_less_steal"]
-    assert broken_at_speed([stopped], "holds_less_steal") == []
+    assert still_broken([stopped], "holds_less_steal") == []
     ran_over = budget_row(1.0, {**row, "pass_profile": [profile(0, 0.5), profile(0, 72)]}, Calibrated())
-    assert broken_at_speed([stopped, ran_over], "holds_less_steal") == [1.0] and not ran_over["holds_less_steal"]
+    assert still_broken([stopped, ran_over], "holds_less_steal") == [1.0] and not ran_over["holds_less_steal"]
 
 
 def test_cold_paths_time_each_frontier_plans_first_search(built_index, tiny_model):
