@@ -23,6 +23,9 @@ def add_parser(sub) -> None:
     add_rerank_tier_arg(p)
     p.add_argument("--early-stop", action="store_true",
                    help="skip the middle stages when the shortlist is decisive (needs starbucks calibrate)")
+    p.add_argument("--warm-up", action="store_true",
+                   help="search once, untimed, with each plan the search can take before the queries, so the "
+                        "timings shown leave out each plan's one-time set-up (as a service that warmed up)")
     p.add_argument("--json", action="store_true", help="one JSON object per query")
     p.set_defaults(func=run, check=check)
 
@@ -43,6 +46,11 @@ def budget(args):
 
 def run(args) -> None:
     searcher = open_searcher(args, args.index)
+    if args.warm_up:
+        if args.plan:  # the plan itself; a budget or the best plan: each plan a budget can choose
+            searcher.search(args.query[0], k=args.k, budget=budget(args))
+        else:
+            searcher.warm_up(k=args.k, query=args.query[0])
     for query in args.query:
         r = searcher.search(query, k=args.k, budget=budget(args), early_stop=args.early_stop)
         if args.json:

@@ -4,7 +4,8 @@ import json
 import pytest
 
 from retrieval.cli import main
-from retrieval.evaluate import depth_for, parse_measures, score, write_trec
+from retrieval import evaluate
+from retrieval.evaluate import depth_for, parse_measures, score, timed_rankings, write_trec
 from starbucks.errors import StarbucksError
 
 QRELS = {"q1": {"d1": 1, "d2": 0, "d3": 2}, "q2": {"d9": 1}}
@@ -27,6 +28,27 @@ def test_measure_names_and_depth():
 def test_trec_run_file(tmp_path):
     write_trec(tmp_path / "run.trec", {"q1": ["d3", "d1"]}, "tag")
     assert (tmp_path / "run.trec").read_text() == "q1 Q0 d3 1 2 tag\nq1 Q0 d1 2 1 tag\n"
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_timed_rankings_leave_a_plans_first_search_untimed(monkeypatch, batch):
+    """The first batch is searched once, untimed, before the timed pass: its one-time set-up (here 0.5 s
+    on a clock the fake search moves) is in no query's latency, and its rankings are not kept."""
+    clock = [0.0]
+    monkeypatch.setattr(evaluate.time, "perf_counter", lambda: clock[0])
+    calls = []
+
+    def search(queries):
+        calls.append(list(queries))
+        clock[0] += 0.5 if len(calls) == 1 else 0.002 * len(queries)
+        return [["cold" if len(calls) == 1 else f"d-{q}"] for q in queries]
+
+    topics = {"q1": "a", "q2": "b", "q3": "c"}
+    rankings, latencies, wall = timed_rankings(topics, search, batch, "plan", progress=False)
+    assert calls[0] == ["a", "b"][:batch] and len(calls) == 1 + -(-3 // batch)
+    assert latencies == pytest.approx([2.0] * 3)
+    assert rankings == {"q1": ["d-a"], "q2": ["d-b"], "q3": ["d-c"]}
+    assert wall == pytest.approx(0.006)
 
 
 @pytest.fixture
@@ -61,6 +83,26 @@ def test_cli_index_search_evaluate_and_bm25(tmp_path, corpus, tiny_model_dir, to
     assert len(run) == 2 * 20 and run[0].split()[0] == "0"  # only the two judged topics
     assert main(["-q", "bm25", str(corpus), "--topics", str(q), "--qrels", str(qrels), "--measures", "RR@10"]) == 0
     assert "BM25 (bm25s)" in capsys.readouterr().out
+
+
+def test_cli_search_warm_up_searches_each_plan_once_before_the_queries(tmp_path, corpus, tiny_model_dir, monkeypatch,
+                                                                       capsys):
+    from retrieval.searcher import Searcher
+
+    idx = tmp_path / "idx"
+    assert main(["-q", "index", str(corpus), "--out", str(idx), "--model", str(tiny_model_dir),
+                 "--shortlist", "1x8", "--rerank", "4x48"]) == 0
+    searched, warmed = [], []
+    search, warm_up = Searcher.search, Searcher.warm_up
+    monkeypatch.setattr(Searcher, "search", lambda self, q, **kw: searched.append((q, str(kw.get("budget")))) or
+                        search(self, q, **kw))
+    monkeypatch.setattr(Searcher, "warm_up", lambda self, **kw: warmed.append(kw) or warm_up(self, **kw))
+    assert main(["search", str(idx), "coffee", "jazz", "--k", "3", "--plan", "1x8:20,4x48:3", "--warm-up"]) == 0
+    assert searched == [("coffee", "1x8:20,4x48:3")] * 2 + [("jazz", "1x8:20,4x48:3")] and not warmed
+    assert capsys.readouterr().out.count("# ") == 2  # the warm-up prints nothing
+    searched.clear()
+    assert main(["search", str(idx), "coffee", "--k", "3", "--warm-up"]) == 0
+    assert warmed == [{"k": 3, "query": "coffee"}] and searched[-1] == ("coffee", "None")
 
 
 def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
