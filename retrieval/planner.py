@@ -17,7 +17,9 @@ disagree (other work on the machine) are retried once and then used but never ca
 Budgeted searches record their latency against the prediction (``Planner.observe``). When the
 median ratio of the last few runs more than 10 % over 1, that is the machine's pace: a budget takes
 the plans whose latency times the pace fits it, so a budget keeps its promise while the machine runs
-slower than it was measured. When recent ratios run well away from 1 the cost model is measured again.
+slower than it was measured. A calibrated budget then shares its searches between the plan that fits
+and the next more effective one, at the share whose mean fits (``Blend``): the budget is spent, and
+the plan that sets the pace stays in service to see the machine recover. When recent ratios run well away from 1 the cost model is measured again.
 
 Choosing: after ``starbucks calibrate`` (``calibration.json`` measured on this machine,
 encoder and index), the most effective calibrated plan whose measured latency fits the
@@ -289,6 +291,26 @@ def _larger(a: Size, b: Size) -> bool:
     return b.layer >= a.layer and b.dim >= a.dim and b != a
 
 
+class Blend:
+    """Two calibrated plans a budget shares its searches between while the machine runs slow
+    (``Frontier.blend``): ``above`` takes ``share`` of them, evenly spread (every search adds the share
+    to a credit; one that reaches 1 runs ``above``), the rest run ``plan``."""
+
+    def __init__(self, plan: Plan, above: Plan, share: float):
+        self.plan, self.above, self.share = plan, above, share
+        self._credit = 0.0
+
+    def next(self) -> Plan:
+        self._credit += self.share
+        if self._credit >= 1.0:
+            self._credit -= 1.0
+            return self.above
+        return self.plan
+
+    def __repr__(self) -> str:
+        return f"Blend({self.plan}, {self.above} for {self.share:.0%} of searches)"
+
+
 class Planner:
     """Enumerates the plans an index supports and picks one for a budget.
 
@@ -306,7 +328,7 @@ class Planner:
         self._warned = False
         self._drift_warned = False  # the calibrated drift warning is said once per planner
         self._over: set[float] = set()  # budgets warned about: at the pace, even their cheapest plan runs over
-        self._chosen: dict[tuple, Plan] = {}
+        self._chosen: dict[tuple, Plan | Blend] = {}
         self._predicted: dict[tuple, Point | None] = {}  # (plan, calibrated) -> its latency, for observe
         self._ratios: collections.deque = collections.deque(maxlen=DRIFT_WINDOW)
         self._observed = 0  # budgeted searches recorded since the last drift check
@@ -533,7 +555,11 @@ class Planner:
     def choose(self, budget: float | None, k: int) -> Plan:
         """The most effective plan whose (measured or predicted) latency in ms, times the pace, fits
         ``budget`` (the cheapest plan when none does; a budget below the cheapest plan's latency is an
-        error at any pace); ``None``: the default plan (``default``). Cached per (budget, k) and pace."""
+        error at any pace); ``None``: the default plan (``default``). Cached per (budget, k) and pace.
+
+        While the machine runs slow (a pace above 1), a calibrated budget shares its searches between
+        that plan and the next more effective frontier plan, so that their mean at the pace is the
+        budget (``Frontier.blend``, ``Blend``): each call then returns one of the two."""
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
                                    or not math.isfinite(budget) or budget <= 0):
             raise ValueError(f"budget must be a positive number of milliseconds, a Plan or None, not {budget!r}")
@@ -543,15 +569,19 @@ class Planner:
             plan = self.default(k) if budget is None else self._choose(float(budget), k)
             with self._lock:
                 self._chosen[key] = plan
+        if isinstance(plan, Blend):
+            with self._lock:
+                return plan.next()
         return plan
 
-    def _choose(self, budget: float, k: int) -> Plan:
+    def _choose(self, budget: float, k: int) -> "Plan | Blend":
         if self.frontier is not None:
-            plan = self.frontier.choose(budget, k, self.pace, self.tokens)
-            if plan is not None:
+            blend = self.frontier.blend(budget, k, self.pace, self.tokens)
+            if blend is not None:
+                plan, above, share = blend
                 self.source = "calibration"
                 self._say_if_over(budget, plan, self.frontier.point(plan).expected_ms(self.tokens))
-                return plan
+                return plan if above is None else Blend(plan, above, share)
             self._warn(f"no calibrated plan returns k={k} (calibrated at k={self.frontier.k})")
         else:
             self._warn(f"{self.index.path} has no calibration for this machine")

@@ -168,6 +168,46 @@ def test_a_paced_budget_fits_its_plan_at_the_pace(seed):
             frontier.choose(cheapest.ms * 0.99, 10, pace)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_a_paced_budget_blends_its_plan_with_the_next_more_effective_one(seed):
+    """While the machine runs slow, a budget shares its searches between the plan that fits at the pace and
+    the next more effective frontier plan, at the share whose mean at the pace is the budget; at a pace
+    of 1, or with no more effective plan, it runs the one plan."""
+    frontier = synthetic_frontier(seed)
+    points = frontier.points
+    for budget in sorted({p.ms * f for p in points for f in (1.0, 1.05, 1.5)}):
+        plan, above, share = frontier.blend(budget, 10, 1.0)
+        assert plan == frontier.choose(budget, 10, 1.0) and above is None and share == 0.0
+        for pace in (1.2, 2.0):
+            plan, above, share = frontier.blend(budget, 10, pace)
+            assert plan == frontier.choose(budget, 10, pace)
+            low = next(p for p in points if p.plan == plan)
+            if above is None:
+                assert low is points[-1] or low.ms * pace >= budget  # the best plan, or the cheapest over it
+                continue
+            high = next(p for p in points if p.plan == above)
+            assert high is points[points.index(low) + 1]  # the next point up the frontier
+            assert 0 < share < 1
+            assert (share * high.ms + (1 - share) * low.ms) * pace == pytest.approx(budget)
+
+
+def test_a_blended_budget_spreads_its_searches_and_keeps_measuring_the_pace(index_copy, tiny_model):
+    planner, cheap, slow = bm25_and_dense_planner(index_copy, tiny_model)
+    for _ in range(planner_module.PACE_WINDOW):
+        planner.observe(slow, 4.0 * 1.25)  # the machine runs 25 % slower than calibrated
+    assert planner.pace == pytest.approx(1.25)
+    share = (4.2 / 1.25 - 0.3) / (4.0 - 0.3)  # BM25 alone at 0.3 ms, the dense plan at 4 ms
+    chosen = [planner.choose(4.2, 10) for _ in range(100)]
+    assert {str(p) for p in chosen} == {str(cheap), str(slow)}
+    assert sum(p == slow for p in chosen) == int(100 * share)  # evenly: no run of one plan
+    assert max(len(run) for run in "".join("s" if p == slow else "c" for p in chosen).split("s")) == 1
+    # The dense plan's own searches say the machine recovered: the pace returns without waiting for
+    # PACE_EXPIRY searches of BM25 alone, and the budget runs the dense plan only.
+    for _ in range(planner_module.PACE_WINDOW):
+        planner.observe(slow, 4.0)
+    assert planner.pace == 1.0 and all(planner.choose(4.2, 10) == slow for _ in range(5))
+
+
 def test_the_pace_follows_observed_latencies_and_moves_cached_choices(index_copy, tiny_model):
     searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
     points = [Point(Plan.parse("bm25:100"), 0.3, 0.3), Point(Plan.parse("1x8:100,4x48:10"), 2.0, 0.5),
