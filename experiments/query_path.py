@@ -134,7 +134,7 @@ def reference_ms(rounds: int = 5) -> float:
 
 
 def timed(systems: list, topics: dict, repeats: int, interleave: bool = True,
-          reference: float | None = None) -> dict[str, dict]:
+          reference: float | None = None, keep_rankings: bool = False) -> dict[str, dict]:
     """Each system's rankings and per-query latency (median over passes). ``interleave``: each query
     goes through every system in turn; else each system runs every query in a block (as a service
     running one budget would), the blocks alternating over the passes. ``reference``: the reference
@@ -142,12 +142,14 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True,
     after it, over that (``machine_x``, ``machine_x_after``: above 1, the machine ran slower than when the
     plans were measured). Blocks record each pass's mean (``pass_mean_ms``) and profile (``pass_profile``:
     the hypervisor's steal time, the thread's involuntary switches and page faults); every search its
-    CPU time (``off_cpu``)."""
+    CPU time (``off_cpu``). ``keep_rankings``: every pass's rankings too (``rankings_per_pass``), where
+    a system's plan may change from pass to pass."""
     qids = list(topics)
     for _, _, search in systems:  # warm-up: lazy set-up is not timed
         search(topics[qids[0]])
     ms = {name: np.empty((repeats, len(qids))) for _, name, _ in systems}
     rankings = {name: {} for _, name, _ in systems}
+    per_pass = {name: [{} for _ in range(repeats)] for _, name, _ in systems} if keep_rankings else None
     plans = {}
 
     passes = CollectorPasses()
@@ -171,6 +173,8 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True,
         plans.setdefault(name, collections.Counter())[str(result.plan)] += 1
         if r == 0:
             rankings[name][qid] = result.docids
+        if per_pass is not None:
+            per_pass[name][r][qid] = result.docids
 
     def bracket(name, after=False):
         """Around each pass of a block: the reference workload outside it, the pass's profile inside."""
@@ -209,7 +213,8 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True,
                          pass_profile[name], np.clip(ms[name] - cpu[name], 0, None).sum(axis=1))],
                          "pass_mean_ms": ms[name].mean(axis=1).tolist()} if not interleave else {}),
                      **({"machine_x": machine[name], "machine_x_after": machine_after[name]} if machine[name] else {}),
-                     "rankings": rankings[name]}
+                     "rankings": rankings[name],
+                     **({"rankings_per_pass": per_pass[name]} if per_pass is not None else {})}
     return out
 
 

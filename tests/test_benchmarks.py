@@ -123,3 +123,40 @@ def test_pace_ratio_windows_read_as_the_planner_reads_them():
     s, j = summary(steady), summary(jumpy)
     assert s["sd"] == 0 and s["windows_over_slack"] == 0 and s["window_median_p50"] == 1.0
     assert j["windows_over_slack"] == 0.25 and j["window_median_p95"] > 1.1 and j["searches"] == 4 * PACE_WINDOW
+
+
+def test_the_blend_benchmarks_drop_arm_plans_as_before_the_blend_and_both_arms_search_in_turn():
+    from types import SimpleNamespace
+
+    from experiments.blend import arm_row, arm_systems, summarise, without_blend
+    from retrieval import Plan
+    from retrieval.frontier import Frontier, Point
+
+    def frontier():
+        points = [Point(Plan.parse("bm25:100"), 0.25, 0.44), Point(Plan.parse("1x8:100,4x48:10"), 1.0, 0.55)]
+        return Frontier("m", "i", "nDCG@10", 10, "t", 9, 2, points)
+
+    blending, dropping = frontier(), frontier()
+    without_blend(SimpleNamespace(planner=SimpleNamespace(frontier=dropping)))
+    assert blending.blend(1.0, 10, 1.2)[1] == Plan.parse("1x8:100,4x48:10")
+    assert dropping.blend(1.0, 10, 1.2) == (Plan.parse("bm25:100"), None, 0.0)
+    assert dropping.blend(1.0, 10, 1.0) == blending.blend(1.0, 10, 1.0)
+
+    class Fake:
+        planner = SimpleNamespace(pace=1.2)
+
+        def search(self, q, k, budget):
+            return q
+
+    paced = {}
+    systems = arm_systems({"blend": Fake(), "drop": Fake()}, [1.0, 2.0], paced)
+    assert [name for _, name, _ in systems] == ["blend 1 ms", "drop 1 ms", "drop 2 ms", "blend 2 ms"]
+    systems[0][2]("q")
+    assert paced["blend", 1.0] == [True] and paced["drop", 1.0] == []
+
+    row = {"plan_share": {"1x8:100,4x48:10": 0.75, "bm25:100": 0.25}, "every_search_mean_ms": 1.05, "searches": 8}
+    a = arm_row(1.0, "1x8:100,4x48:10", row, [True, False, False, False], 0.5)
+    assert a["own_plan_share"] == 0.75 and a["paced_share"] == 0.25 and a["holds"]
+    d = arm_row(1.0, "1x8:100,4x48:10", {**row, "every_search_mean_ms": 1.2}, [True] * 4, 0.4)
+    s = summarise([{"budget_ms": 1.0, "blend": a, "drop": d}])
+    assert s["blend"]["own_plan_share"] == 0.75 and s["drop"]["budgets_broken"] == [1.0]

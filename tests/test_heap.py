@@ -117,6 +117,9 @@ def test_budget_blocks_record_the_machines_speed_before_each_pass():
         assert len(out[n]["machine_x"]) == len(out[n]["machine_x_after"]) == len(out[n]["pass_mean_ms"]) == 3
         assert min(out[n]["machine_x"] + out[n]["machine_x_after"]) > 0
     assert "machine_x" not in timed(systems, {"q1": "x"}, 2, reference=base)["a"]  # in turn: no blocks
+    kept = timed(systems, {"q1": "x", "q2": "y"}, 2, interleave=False, keep_rankings=True)["a"]
+    assert kept["rankings_per_pass"] == [{"q1": ["d"], "q2": ["d"]}] * 2
+    assert "rankings_per_pass" not in out["a"]
 
 
 def test_each_budgets_mean_is_over_as_many_searches_whatever_the_topic_sets_size():
