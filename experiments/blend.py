@@ -22,7 +22,6 @@ Writes experiments/results/blend/blend.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from experiments import runtime
@@ -158,11 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {"provenance": runtime.record("experiments.blend", 1, argv)}
     model = StarbucksModel.load(None, device="cpu")
     results["collections"] = [run(name, model, args.budget_searches) for name in args.datasets]
-    results["load_average_at_end"] = runtime.machine(1)["load_average"]
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "blend.json").write_text(json.dumps(results, indent=2) + "\n")
-    (OUT / "blend.md").write_text(markdown(results))
-    print(markdown(results))
+    runtime.write_results(OUT, "blend", results, markdown)
 
 
 if __name__ == "__main__":

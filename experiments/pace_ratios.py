@@ -17,7 +17,6 @@ Writes experiments/results/pace_ratios/pace_ratios.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -101,11 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {"provenance": runtime.record("experiments.pace_ratios", 1, argv), "repeats": args.repeats}
     model = StarbucksModel.load(None, device="cpu")
     results["collections"] = [run(name, model, args.repeats) for name in args.datasets]
-    results["load_average_at_end"] = runtime.machine(1)["load_average"]
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "pace_ratios.json").write_text(json.dumps(results, indent=2) + "\n")
-    (OUT / "pace_ratios.md").write_text(markdown(results))
-    print(markdown(results))
+    runtime.write_results(OUT, "pace_ratios", results, markdown)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """What every benchmark does first: limit threads, quiet transformers; and the machine it ran on."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
+from pathlib import Path
+from typing import Callable
 
 
 def setup(threads: int | None) -> None:
@@ -32,3 +35,14 @@ def record(module: str, threads: int | None, argv: list[str] | None = None) -> d
 
     found = provenance(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
     return {"command": " ".join(found.pop("command")), **found, "machine": machine(threads)}
+
+
+def write_results(out: Path, stem: str, results: dict, markdown: Callable[[dict], str]) -> None:
+    """Record the load average at the end, write ``stem``.json and ``stem``.md into ``out`` and print the
+    markdown (a one-thread benchmark's last step)."""
+    results["load_average_at_end"] = machine(1)["load_average"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown(results)
+    (out / f"{stem}.md").write_text(text)
+    print(text)

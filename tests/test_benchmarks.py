@@ -160,3 +160,12 @@ def test_the_blend_benchmarks_drop_arm_plans_as_before_the_blend_and_both_arms_s
     d = arm_row(1.0, "1x8:100,4x48:10", {**row, "every_search_mean_ms": 1.2}, [True] * 4, 0.4)
     s = summarise([{"budget_ms": 1.0, "blend": a, "drop": d}])
     assert s["blend"]["own_plan_share"] == 0.75 and s["drop"]["budgets_broken"] == [1.0]
+
+
+def test_write_results_records_the_load_and_writes_json_and_markdown(tmp_path, capsys):
+    from experiments.runtime import write_results
+
+    results = {"collections": [1, 2]}
+    write_results(tmp_path / "out", "name", results, lambda r: f"# {len(r['collections'])} collections\n")
+    assert json.loads((tmp_path / "out" / "name.json").read_text())["load_average_at_end"] == results["load_average_at_end"]
+    assert (tmp_path / "out" / "name.md").read_text() == "# 2 collections\n" and "# 2 collections" in capsys.readouterr().out
