@@ -106,22 +106,25 @@ class Frontier:
 
     def blend(self, budget: float, k: int, pace: float = 1.0,
               tokens: float | None = None) -> tuple[Plan, Plan | None, float] | None:
-        """``choose``'s plan, and while the machine runs slow (``pace`` above 1) the next more effective
-        frontier plan with the share of searches it can take: the share at which their mean, at the
-        pace, is the budget. (None, as ``choose``, when no plan returns k.)
+        """``choose``'s plan, and where the pace (above 1: the machine runs slow) moved the budget off the
+        plan it takes at pace 1, the next more effective frontier plan with the share of searches it can
+        take: the share at which their mean, at the pace, is the budget. (None, as ``choose``, when no
+        plan returns k.)
 
         The pace moves a budget to a cheaper plan, and the next cheaper frontier plan may cost a
         fraction of the budget (on the DL19 pool, a 1 ms budget's plan's next cheaper one is BM25
         alone at 0.25 ms). Blending the two spends the budget the slow machine leaves, and keeps the
-        plan that sets the pace in service, so the planner sees when the machine recovers. At a pace of
-        1 every search runs the one plan that fits the budget on its own."""
+        plan that sets the pace in service, so the planner sees when the machine recovers. The plan
+        blended in is never more effective than the budget's own plan at pace 1: a budget whose plan
+        still fits at the pace runs it alone, as at a pace of 1."""
         chosen = self._choose(budget, k, pace, tokens)
         if chosen is None:
             return None
         (low, plan) = chosen
         if pace <= 1.0:
             return plan, None, 0.0
-        better = [(p, q) for p, q in self._usable(k) if p.effectiveness > low.effectiveness]
+        own = self._choose(budget, k, 1.0, tokens)[0]
+        better = [(p, q) for p, q in self._usable(k) if low.effectiveness < p.effectiveness <= own.effectiveness]
         if not better:
             return plan, None, 0.0
         high, above = min(better, key=lambda x: (x[0].expected_ms(tokens), -x[0].effectiveness))

@@ -17,9 +17,10 @@ disagree (other work on the machine) are retried once and then used but never ca
 Budgeted searches record their latency against the prediction (``Planner.observe``). When the
 median ratio of the last few runs more than 10 % over 1, that is the machine's pace: a budget takes
 the plans whose latency times the pace fits it, so a budget keeps its promise while the machine runs
-slower than it was measured. A calibrated budget then shares its searches between the plan that fits
-and the next more effective one, at the share whose mean fits (``Blend``): the budget is spent, and
-the plan that sets the pace stays in service to see the machine recover. When recent ratios run well away from 1 the cost model is measured again.
+slower than it was measured. A calibrated budget the pace moved off its own plan then shares its
+searches between the plan that fits and the next more effective one (never past its own), at the share
+whose mean fits (``Blend``): the budget is spent, and the plan that sets the pace stays in service to
+see the machine recover. When recent ratios run well away from 1 the cost model is measured again.
 
 Choosing: after ``starbucks calibrate`` (``calibration.json`` measured on this machine,
 encoder and index), the most effective calibrated plan whose measured latency fits the
@@ -557,9 +558,10 @@ class Planner:
         ``budget`` (the cheapest plan when none does; a budget below the cheapest plan's latency is an
         error at any pace); ``None``: the default plan (``default``). Cached per (budget, k) and pace.
 
-        While the machine runs slow (a pace above 1), a calibrated budget shares its searches between
-        that plan and the next more effective frontier plan, so that their mean at the pace is the
-        budget (``Frontier.blend``, ``Blend``): each call then returns one of the two."""
+        While the machine runs slow (a pace above 1) and the pace moved a calibrated budget off its own
+        plan, the budget shares its searches between the plan that fits and the next more effective
+        frontier plan (never past its own), so that their mean at the pace is the budget
+        (``Frontier.blend``, ``Blend``): each call then returns one of the two."""
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
                                    or not math.isfinite(budget) or budget <= 0):
             raise ValueError(f"budget must be a positive number of milliseconds, a Plan or None, not {budget!r}")

@@ -182,11 +182,13 @@ def test_a_paced_budget_blends_its_plan_with_the_next_more_effective_one(seed):
             plan, above, share = frontier.blend(budget, 10, pace)
             assert plan == frontier.choose(budget, 10, pace)
             low = next(p for p in points if p.plan == plan)
-            if above is None:
-                assert low is points[-1] or low.ms * pace >= budget  # the best plan, or the cheapest over it
+            own = next(p for p in points if p.plan == frontier.choose(budget, 10, 1.0))
+            if above is None:  # its own plan still fits at the pace, or even the cheapest runs over
+                assert low is own or low.ms * pace >= budget
                 continue
             high = next(p for p in points if p.plan == above)
-            assert high is points[points.index(low) + 1]  # the next point up the frontier
+            assert low is not own and high is points[points.index(low) + 1]  # the next point up the frontier
+            assert high.effectiveness <= own.effectiveness  # never past the plan it takes at pace 1
             assert 0 < share < 1
             assert (share * high.ms + (1 - share) * low.ms) * pace == pytest.approx(budget)
 
@@ -206,6 +208,10 @@ def test_a_blended_budget_spreads_its_searches_and_keeps_measuring_the_pace(inde
     for _ in range(planner_module.PACE_WINDOW):
         planner.observe(slow, 4.0)
     assert planner.pace == 1.0 and all(planner.choose(4.2, 10) == slow for _ in range(5))
+    # A budget whose own plan still fits at the pace is not blended upward with a plan it never takes.
+    for _ in range(planner_module.PACE_WINDOW):
+        planner.observe(slow, 4.0 * 1.25)
+    assert planner.pace == pytest.approx(1.25) and all(planner.choose(3.0, 10) == cheap for _ in range(20))
 
 
 def test_the_pace_follows_observed_latencies_and_moves_cached_choices(index_copy, tiny_model):
