@@ -104,7 +104,7 @@ def run(name: str, model: StarbucksModel, budget_searches: int) -> dict:
     budget_list = budgets(frontier)
     paced: dict = {}
     systems = arm_systems(searchers, budget_list, paced)
-    passes = budget_passes(topics, argparse.Namespace(repeats=3, budget_searches=budget_searches))
+    passes = budget_passes(topics, 3, budget_searches)
     measured = timed(systems, topics, passes, interleave=False, keep_rankings=True)
     rows = []
     for b in budget_list:

@@ -312,16 +312,17 @@ def run(name: str, model: StarbucksModel, args) -> dict:
     budgeted = [("budget", f"budget {b:g} ms", (lambda b: lambda q: s.search(q, k=K, budget=b))(b)) for b in budget_list]
     # Budgets are timed as a search service with one budget runs: each budget over every query in a
     # block, the blocks alternating over the passes.
+    passes = budget_passes(topics, args.repeats, args.budget_searches)
     measured = {**timed(compared, topics, args.repeats),
-                **timed(budgeted, topics, budget_passes(topics, args), interleave=False, reference=reference)}
+                **timed(budgeted, topics, passes, interleave=False, reference=reference)}
     # Warm: the same systems, each over every query in a block (its model's weights stay in the caches).
     for system, row in timed(compared, topics, args.repeats, interleave=False).items():
         measured[system]["warm"] = {key: row[key] for key in ("mean_ms", "p50_ms", "p95_ms")}
     for row in measured.values():
         row["nDCG@10"] = score(row.pop("rankings"), qrels, _ndcg())["nDCG@10"]
     # The contract itself: the same budgets searched over the calibration topics they were set on.
-    on_calibration = timed(budgeted, cal_topics, budget_passes(cal_topics, args), interleave=False,
-                           reference=reference)
+    on_calibration = timed(budgeted, cal_topics, budget_passes(cal_topics, args.repeats, args.budget_searches),
+                           interleave=False, reference=reference)
     for row in on_calibration.values():
         row["nDCG@10"] = score(row.pop("rankings"), cal_qrels, _ndcg())["nDCG@10"]
     budget_rows = [budget_row(b, measured[f"budget {b:g} ms"], frontier) for b in budget_list]
@@ -333,10 +334,10 @@ def run(name: str, model: StarbucksModel, args) -> dict:
             "summary": summarise(measured, full, default, budget_rows, calibration_rows)}
 
 
-def budget_passes(topics: dict, args) -> int:
-    """Passes over ``topics`` that give each budget's block at least ``args.budget_searches`` searches,
-    and never fewer than ``args.repeats``."""
-    return max(args.repeats, -(-args.budget_searches // max(len(topics), 1)))
+def budget_passes(topics: dict, repeats: int, searches: int) -> int:
+    """Passes over ``topics`` that give each budget's block at least ``searches`` searches, and never
+    fewer than ``repeats``."""
+    return max(repeats, -(-searches // max(len(topics), 1)))
 
 
 def held_out_topics(name: str) -> tuple[dict, dict, str] | None:

@@ -121,18 +121,17 @@ class Frontier:
         if chosen is None:
             return None
         (low, plan) = chosen
-        if pace <= 1.0:
+        low_ms = low.expected_ms(tokens) * pace
+        if pace <= 1.0 or low_ms >= budget:  # no pace, or even the cheapest plan runs over at it
             return plan, None, 0.0
         own = self._choose(budget, k, 1.0, tokens)[0]
-        better = [(p, q) for p, q in self._usable(k) if low.effectiveness < p.effectiveness <= own.effectiveness]
-        if not better:
+        if own is low:
             return plan, None, 0.0
-        high, above = min(better, key=lambda x: (x[0].expected_ms(tokens), -x[0].effectiveness))
-        low_ms, high_ms = low.expected_ms(tokens) * pace, high.expected_ms(tokens) * pace
-        if high_ms <= low_ms or low_ms >= budget:
-            return plan, None, 0.0
-        share = min((budget - low_ms) / (high_ms - low_ms), 1.0)
-        return (plan, above, share) if share > 0 else (plan, None, 0.0)
+        # Up to its own plan; the next one up does not fit at the pace (else it would have been chosen),
+        # so the share lies between 0 and 1.
+        between = [(p, q) for p, q in self._usable(k) if low.effectiveness < p.effectiveness <= own.effectiveness]
+        high, above = min(between, key=lambda x: (x[0].expected_ms(tokens), -x[0].effectiveness))
+        return plan, above, (budget - low_ms) / (high.expected_ms(tokens) * pace - low_ms)
 
     def best(self, k: int) -> Plan | None:
         """The most effective frontier plan returning k (None if none does)."""

@@ -123,15 +123,12 @@ def test_budget_blocks_record_the_machines_speed_before_each_pass():
 
 
 def test_each_budgets_mean_is_over_as_many_searches_whatever_the_topic_sets_size():
-    import argparse
-
     from experiments.query_path import block_note, budget_passes
 
-    args = argparse.Namespace(repeats=3, budget_searches=1000)
     topics = {str(i): "q" for i in range(43)}
-    assert budget_passes(topics, args) == 24  # 1,032 searches over DL19's 43 topics
-    assert budget_passes({str(i): "q" for i in range(300)}, args) == 4
-    assert budget_passes({str(i): "q" for i in range(500)}, args) == 3  # never fewer than --repeats
+    assert budget_passes(topics, 3, 1000) == 24  # 1,032 searches over DL19's 43 topics
+    assert budget_passes({str(i): "q" for i in range(300)}, 3, 1000) == 4
+    assert budget_passes({str(i): "q" for i in range(500)}, 3, 1000) == 3  # never fewer than --repeats
     assert block_note([{"pass_mean_ms": [1.0] * 24, "searches": 1032}]) == \
         " each budget's mean over 24 passes, 1,032 searches."
     assert block_note([{"mean_ms": 1.0}]) == ""  # older results did not record it
