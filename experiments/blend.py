@@ -153,11 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-searches", type=int, default=1000,
                         help="searches per budget and arm, in whole passes over the topics (default: %(default)s)")
     args = parser.parse_args(argv)
-    runtime.setup(1)
-    results = {"provenance": runtime.record("experiments.blend", 1, argv)}
-    model = StarbucksModel.load(None, device="cpu")
-    results["collections"] = [run(name, model, args.budget_searches) for name in args.datasets]
-    runtime.write_results(OUT, "blend", results, markdown)
+    runtime.over_collections("experiments.blend", argv, args.datasets,
+                             lambda name, model: run(name, model, args.budget_searches), OUT, "blend", markdown)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,22 @@ def index_for(name: str, kind: str, model: StarbucksModel, threads: int) -> tupl
     return folder, {"build_seconds": round(seconds, 1)}
 
 
+def calibrated(name: str, model: StarbucksModel) -> tuple:
+    """The query path's index of ``name`` searched as ``experiments.query_path`` calibrated it (the CPU
+    default encoder, one thread), its frontier, and the texts of its judged evaluation topics; exits
+    where that index has no calibration for this machine's settings."""
+    from retrieval import Searcher
+    from starbucks.encoder import CPU_DEFAULT
+
+    folder, _ = index_for(name, "onnx", model, 2)
+    searcher = Searcher(folder, model=model, encoder=CPU_DEFAULT, threads=1)
+    if searcher.planner.frontier is None:
+        raise SystemExit(f"{folder}: no calibration for this machine's settings; run experiments.query_path first")
+    c = COLLECTIONS[name]
+    texts = list(judged_topics(read_topics(c.topics), read_qrels(c.qrels)).values())
+    return searcher, searcher.planner.frontier, texts
+
+
 def quality(name: str, model: StarbucksModel, threads: int) -> dict:
     """nDCG@10 per size for each encoder, through indexes as search uses them (float16 vectors).
 

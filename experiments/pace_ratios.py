@@ -16,21 +16,16 @@ Writes experiments/results/pace_ratios/pace_ratios.{json,md}.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
 from experiments import runtime
-from experiments.datasets import COLLECTIONS
-from experiments.encoders import index_for
+from experiments.encoders import calibrated
 from retrieval import Searcher
-from retrieval.evaluate import judged_topics
 from retrieval.planner import PACE_SLACK, PACE_WINDOW
-from starbucks.encoder import CPU_DEFAULT
 from starbucks.model import StarbucksModel
-from starbucks.topics import read_qrels, read_topics
 
 OUT = Path(__file__).resolve().parent / "results" / "pace_ratios"
 K = 10
@@ -59,13 +54,7 @@ def summary(r: np.ndarray) -> dict:
 
 
 def run(name: str, model: StarbucksModel, repeats: int) -> dict:
-    c = COLLECTIONS[name]
-    folder, _ = index_for(name, "onnx", model, 2)
-    searcher = Searcher(folder, model=model, encoder=CPU_DEFAULT, threads=1)
-    frontier = searcher.planner.frontier
-    if frontier is None:
-        raise SystemExit(f"{folder}: no calibration for this machine's settings; run experiments.query_path first")
-    texts = list(judged_topics(read_topics(c.topics), read_qrels(c.qrels)).values())
+    searcher, frontier, texts = calibrated(name, model)
     plans = []
     for point in frontier.points:
         plans.append({"plan": str(point.plan), "calibrated_ms": point.ms, "encodes": bool(point.plan.sizes),
@@ -92,15 +81,12 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus-dev", "dl19-pool"])
+    parser = runtime.collections_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=2, help="passes over the topics per plan")
     args = parser.parse_args(argv)
-    runtime.setup(1)
-    results = {"provenance": runtime.record("experiments.pace_ratios", 1, argv), "repeats": args.repeats}
-    model = StarbucksModel.load(None, device="cpu")
-    results["collections"] = [run(name, model, args.repeats) for name in args.datasets]
-    runtime.write_results(OUT, "pace_ratios", results, markdown)
+    runtime.over_collections("experiments.pace_ratios", argv, args.datasets,
+                             lambda name, model: run(name, model, args.repeats), OUT, "pace_ratios", markdown,
+                             repeats=args.repeats)
 
 
 if __name__ == "__main__":

@@ -46,3 +46,30 @@ def write_results(out: Path, stem: str, results: dict, markdown: Callable[[dict]
     text = markdown(results)
     (out / f"{stem}.md").write_text(text)
     print(text)
+
+
+def over_collections(module: str, argv: list[str] | None, names: list[str], run: Callable, out: Path, stem: str,
+                     markdown: Callable[[dict], str], **settings) -> None:
+    """A one-thread benchmark over collections with the shipped model: the provenance and ``settings``,
+    then ``run(name, model)`` for each collection (``results["collections"]``), written by ``write_results``."""
+    from starbucks.model import StarbucksModel
+
+    setup(1)
+    results = {"provenance": record(module, 1, argv), **settings}
+    model = StarbucksModel.load(None, device="cpu")
+    results["collections"] = [run(name, model) for name in names]
+    write_results(out, stem, results, markdown)
+
+
+def collections_parser(doc: str, datasets: tuple[str, ...] = ("scifact", "nfcorpus-dev", "dl19-pool")):
+    """A benchmark's argument parser: its docstring's first line, and ``--datasets``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(datasets))
+    return parser
+
+
+def plan_rows(results: dict, row: Callable[[dict, dict], str]) -> list[str]:
+    """``row(collection, plan)`` for every plan of every collection in ``results``, in order."""
+    return [row(c, q) for c in results["collections"] for q in c["plans"]]

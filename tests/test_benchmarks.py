@@ -125,6 +125,20 @@ def test_pace_ratio_windows_read_as_the_planner_reads_them():
     assert j["windows_over_slack"] == 0.25 and j["window_median_p95"] > 1.1 and j["searches"] == 4 * PACE_WINDOW
 
 
+def test_the_noise_floor_counts_later_blocks_over_the_tolerance_and_paces_them_by_the_reference():
+    from experiments.noise_floor import later_over, summary
+
+    assert later_over([1.0, 1.0, 1.0]) == 0.0
+    assert later_over([1.0, 1.2]) == 1.0 and later_over([1.2, 1.0]) == 0.0  # only a later block breaks
+    assert later_over([1.0, 1.05, 1.15]) == 1 / 3  # of (1, 1.05), (1, 1.15), (1.05, 1.15)
+    # the second block ran 1.3x slower, and so did the reference around it: at the reference pace, no break
+    blocks = [{"mean_ms": 1.0, "cpu_mean_ms": 1.0, "machine_before": 2.0, "machine_after": 2.0},
+              {"mean_ms": 1.3, "cpu_mean_ms": 1.3, "machine_before": 2.6, "machine_after": 2.6}]
+    s = summary(blocks, 2.0)
+    assert s["later_over_1.1"] == 1.0 and s["later_over_1.1_at_reference_pace"] == 0.0
+    assert s["highest_over_lowest"] == 1.3 and abs(s["highest_over_lowest_at_reference_pace"] - 1.0) < 1e-12
+
+
 def test_the_blend_benchmarks_drop_arm_plans_as_before_the_blend_and_both_arms_search_in_turn():
     from types import SimpleNamespace
 
