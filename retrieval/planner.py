@@ -96,6 +96,14 @@ SAMPLE_QUERIES = (
 )
 
 
+def sets_pace(plan: Plan, ms: float) -> bool:
+    """Whether searches with ``plan``, expected to take ``ms``, tell the planner the machine's pace: it
+    encodes its query and costs ``PACE_MIN_MS`` or more. A budget whose plan does not cannot learn that
+    the machine runs slow, and keeps its plan through a slow spell (calibration times such plans for it:
+    ``retrieval.calibrate.end_to_end``)."""
+    return bool(plan.sizes) and ms >= PACE_MIN_MS
+
+
 def machine_key(encoder=None, rerank_tier: str = "mmap") -> str:
     """What a measured latency depends on: the processor, the cores, and the encoder, thread
     count and rerank tier that search (a measurement taken with another setting does not apply)."""
@@ -427,7 +435,7 @@ class Planner:
         if point is None or not point.ms:
             return
         with self._lock:
-            if not plan.sizes or point.ms < PACE_MIN_MS:  # its terms or jitter, not the machine: neither
+            if not sets_pace(plan, point.ms):  # its terms or jitter, not the machine: neither
                 self._quiet += 1
                 if self._quiet >= PACE_EXPIRY and self.pace != 1.0:
                     self._paced.clear()

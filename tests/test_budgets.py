@@ -319,6 +319,7 @@ def test_plans_that_encode_set_the_pace_from_half_a_millisecond_and_bm25_alone_n
 def test_frontier_latencies_are_measured_as_searches(index_copy, tiny_model, monkeypatch):
     from retrieval.calibrate import end_to_end
 
+    monkeypatch.setattr(planner_module, "PACE_MIN_MS", 0.0)  # made-up estimates: plans that set the pace
     searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
     calls = []
     real = searcher.search
@@ -351,6 +352,7 @@ def test_frontier_latencies_keep_each_plans_slowest_pass(index_copy, tiny_model,
 
     from retrieval.calibrate import end_to_end
 
+    monkeypatch.setattr(planner_module, "PACE_MIN_MS", 0.0)  # made-up estimates: plans that set the pace
     searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
     order = []
     slow = {("4x48:50", 2)}  # (plan, pass) pairs that run slowly
@@ -368,6 +370,32 @@ def test_frontier_latencies_keep_each_plans_slowest_pass(index_copy, tiny_model,
         ["4x48:50"] * 2 + ["1x8:100,4x48:10"] * 2  # warm-ups, then passes over every plan in turn
     assert fast_plan_ms[0].ms >= 20  # its third pass: 20 ms a search (the overall mean would be under 7)
     assert fast_plan_ms[1].ms < 5
+
+
+def test_a_plan_that_cannot_set_the_pace_is_timed_through_the_whole_measurement(index_copy, tiny_model, monkeypatch):
+    """BM25 alone does not set the pace, so a slow spell never moves its budgets: it also searches after every
+    other plan's pass, and keeps its slowest mean over STEADY_WINDOW consecutive searches, here a spell that
+    falls between its own passes. A plan that sets the pace keeps its slowest pass, and runs no more."""
+    import time
+
+    from retrieval import calibrate as cal
+
+    monkeypatch.setattr(cal, "STEADY_WINDOW", 2)
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    order = []
+
+    def search(text, k, budget):
+        order.append(str(budget))
+        if str(budget) == "bm25:100" and order.count("bm25:100") in (4, 5):  # after the warm-up, its 3rd and 4th
+            time.sleep(0.01)  # searches: the sweep after the dense plan's first pass, between BM25's own passes
+
+    monkeypatch.setattr(searcher, "search", search)
+    points = [Point(Plan.parse("bm25:100"), 0.2, 0.5), Point(Plan.parse("4x48:50"), 2.0, 0.9)]
+    bm25, dense = cal.end_to_end(searcher, points, ["a", "b"], k=10, repeats=2)
+    # the warm-ups; then in each pass BM25's own sweep, the dense plan's, and BM25's again after it
+    assert order == ["bm25:100", "4x48:50"] + (["bm25:100"] * 2 + ["4x48:50"] * 2 + ["bm25:100"] * 2) * 2
+    assert bm25.ms >= 10  # its own passes ran fast: their slowest mean is well under a millisecond
+    assert dense.ms < 10
 
 
 def test_a_budget_the_pace_puts_out_of_reach_warns_once(index_copy, tiny_model):
