@@ -113,6 +113,26 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_table(results: dict) -> str:
+    """The README's table: per collection, the spread of block means over all its plans, and BM25 alone's."""
+    lines = ["| collection | plans | blocks x searches | highest / lowest block mean, by plan | later blocks over "
+             "1.1x an earlier one, all plans | the same at the reference pace | BM25 alone: highest / lowest, "
+             "later over 1.1x |", "|---|---|---|---|---|---|---|"]
+    for c in results["collections"]:
+        plans = c["plans"]
+        spread = [q["highest_over_lowest"] for q in plans]
+        bm25 = [q for q in plans if q["plan"].startswith("bm25:") and "," not in q["plan"]]
+        lines.append(f"| {c['collection']} | {len(plans)} | {results['rounds']} x {c['searches_per_block']} | "
+                     f"{min(spread):.2f}-{max(spread):.2f} | {np.mean([q['later_over_1.1'] for q in plans]):.0%} | "
+                     f"{np.mean([q['later_over_1.1_at_reference_pace'] for q in plans]):.0%} | "
+                     + (", ".join(f"{q['highest_over_lowest']:.2f}, {q['later_over_1.1']:.0%}" for q in bm25) or "-")
+                     + " |")
+    p = results["provenance"]
+    return "\n".join(lines) + (f"\n\n`{p['command']}` at {p['git_commit'][:7]}; one thread, load average "
+                               f"{p['machine']['load_average'][0]} at the start. From "
+                               f"`experiments/results/noise_floor/noise_floor.json`.\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = runtime.collections_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=8, help="blocks per plan")

@@ -125,12 +125,23 @@ def int8_tiers_table() -> str:
             f"{p['machine']['load_average'][0]} at the start. From `experiments/results/int8_tiers/1000k.json`.\n")
 
 
+def noise_floor_table() -> str:
+    """How far one plan's mean over a block of searches moves from block to block on this machine."""
+    from experiments import noise_floor
+
+    path = RESULTS / "noise_floor" / "noise_floor.json"
+    if not path.is_file():
+        return "(not measured yet: `python -m experiments.noise_floor`)\n"
+    return noise_floor.summary_table(json.loads(path.read_text()))
+
+
 TABLES = {
     "scale": scale_table,
     "int8_tiers": int8_tiers_table,
     "compare_adaptors": compare_adaptors_table,
     "default_model": default_model_table,
     "encoders": encoder_table,
+    "noise_floor": noise_floor_table,
     "query_path": lambda: query_path.summary_table(RESULTS / "query_path")
     if (RESULTS / "query_path").is_dir() else "(not measured yet: `python -m experiments.query_path`)\n",
 }
