@@ -180,7 +180,7 @@ def choose_default(results: dict) -> dict:
 
 
 def to_markdown(results: dict) -> str:
-    lines = [f"# Encoders: torch fp32 against ONNX Runtime", "",
+    lines = ["# Encoders: torch fp32 against ONNX Runtime", "",
              f"`{results['provenance']['command']}` at commit {results['provenance'].get('git_commit', '?')[:10]}, "
              f"model {results['model']}; load average {results['provenance']['machine']['load_average']}", ""]
     for name, r in results["collections"].items():
@@ -204,7 +204,7 @@ def to_markdown(results: dict) -> str:
         lines.append(f"| {kind} | " + " | ".join(f"{t[l]:.2f}" for l in layers)
                      + f" | {lat['torch'][layers[-1]] / t[layers[-1]]:.1f}x |")
     d = results["choice"]
-    lines += ["", f"Largest nDCG@10 difference from torch at any size on any collection: "
+    lines += ["", "Largest nDCG@10 difference from torch at any size on any collection: "
               + ", ".join(f"{k} {v:.4f}" for k, v in d["largest_ndcg_difference"].items())
               + f". Default on a CPU (fastest within {d['tolerance']}): **{d['default']}**.", ""]
     return "\n".join(lines)
