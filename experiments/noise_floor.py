@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 
 from experiments import runtime
 from experiments.encoders import calibrated
-from experiments.query_path import TICK_MS, budget_passes, reference_ms, steal_ticks
-from retrieval import Searcher
+from experiments.query_path import budget_passes, reference_ms, steal_ticks, stolen_ms
+from retrieval import Plan, Searcher
 from starbucks.model import StarbucksModel
 
 OUT = Path(__file__).resolve().parent / "results" / "noise_floor"
@@ -59,7 +59,7 @@ def block(searcher: Searcher, plan, texts: list[str], passes: int) -> dict:
     end = steal_ticks()
     n = passes * len(texts)
     return {"mean_ms": wall * 1000 / n, "cpu_mean_ms": cpu * 1000 / n,
-            "stolen_ms": float((end - steal).max(initial=0) * TICK_MS) if steal is not None else None}
+            "stolen_ms": stolen_ms(steal, end)}
 
 
 def summary(blocks: list[dict], reference: float) -> dict:
@@ -121,7 +121,7 @@ def summary_table(results: dict) -> str:
     for c in results["collections"]:
         plans = c["plans"]
         spread = [q["highest_over_lowest"] for q in plans]
-        bm25 = [q for q in plans if q["plan"].startswith("bm25:") and "," not in q["plan"]]
+        bm25 = [q for q in plans if not Plan.parse(q["plan"]).sizes]  # BM25 alone: no stage encodes
         lines.append(f"| {c['collection']} | {len(plans)} | {results['rounds']} x {c['searches_per_block']} | "
                      f"{min(spread):.2f}-{max(spread):.2f} | {np.mean([q['later_over_1.1'] for q in plans]):.0%} | "
                      f"{np.mean([q['later_over_1.1_at_reference_pace'] for q in plans]):.0%} | "

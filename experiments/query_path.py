@@ -188,7 +188,7 @@ def timed(systems: list, topics: dict, repeats: int, interleave: bool = True,
             return
         (before, steal), (end, steal_end) = at_start.pop(name), now
         pass_profile[name].append({
-            "stolen_ms": float((steal_end - steal).max(initial=0) * TICK_MS) if steal is not None else None,
+            "stolen_ms": stolen_ms(steal, steal_end),
             "involuntary_switches": end.ru_nivcsw - before.ru_nivcsw,
             "faults": end.ru_minflt - before.ru_minflt + end.ru_majflt - before.ru_majflt})
         if reference is not None:
@@ -247,6 +247,14 @@ def steal_ticks() -> np.ndarray | None:
         return np.array([int(line.split()[8]) for line in lines[1:] if line.startswith(b"cpu")])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def stolen_ms(before: np.ndarray | None, after: np.ndarray | None) -> float | None:
+    """The steal time between two ``steal_ticks`` readings on the CPU that saw most of it, in ms (None
+    where ``/proc/stat`` could not be read)."""
+    if before is None or after is None:
+        return None
+    return float((after - before).max(initial=0) * TICK_MS)
 
 
 def off_cpu(ms: np.ndarray, cpu: np.ndarray, qids: list) -> dict:
@@ -312,9 +320,9 @@ def run(name: str, model: StarbucksModel, args) -> dict:
     budgeted = [("budget", f"budget {b:g} ms", (lambda b: lambda q: s.search(q, k=K, budget=b))(b)) for b in budget_list]
     # Budgets are timed as a search service with one budget runs: each budget over every query in a
     # block, the blocks alternating over the passes.
-    passes = budget_passes(topics, args.repeats, args.budget_searches)
     measured = {**timed(compared, topics, args.repeats),
-                **timed(budgeted, topics, passes, interleave=False, reference=reference)}
+                **timed(budgeted, topics, budget_passes(topics, args.repeats, args.budget_searches),
+                        interleave=False, reference=reference)}
     # Warm: the same systems, each over every query in a block (its model's weights stay in the caches).
     for system, row in timed(compared, topics, args.repeats, interleave=False).items():
         measured[system]["warm"] = {key: row[key] for key in ("mean_ms", "p50_ms", "p95_ms")}
