@@ -28,7 +28,8 @@ one thread:
    ``--repeats`` passes), so every verdict is a mean over as many searches whatever the size of
    the topic set: one 40-100 ms stop of the virtual machine adds 0.3-0.8 ms to the mean of three
    passes over DL19's 43 topics, more than the tolerance of any budget under 3 ms, and 0.04-0.1 ms
-   to a mean over 1,000;
+   to a mean over 1,000; each budget's row counts the searches its planner cut to make up an overrun
+   (``Planner.choose``);
 3. report the fastest plan within 1 % of exhaustive full-size nDCG@10 and its speed-up over
    the torch exhaustive path and over the exhaustive path with the default encoder, timed in
    turn and timed warm, whether
@@ -321,16 +322,16 @@ def run(name: str, model: StarbucksModel, args) -> dict:
     # Budgets are timed as a search service with one budget runs: each budget over every query in a
     # block, the blocks alternating over the passes.
     measured = {**timed(compared, topics, args.repeats),
-                **timed(budgeted, topics, budget_passes(topics, args.repeats, args.budget_searches),
-                        interleave=False, reference=reference)}
+                **made_up(s, budget_list, lambda: timed(budgeted, topics, budget_passes(
+                    topics, args.repeats, args.budget_searches), interleave=False, reference=reference))}
     # Warm: the same systems, each over every query in a block (its model's weights stay in the caches).
     for system, row in timed(compared, topics, args.repeats, interleave=False).items():
         measured[system]["warm"] = {key: row[key] for key in ("mean_ms", "p50_ms", "p95_ms")}
     for row in measured.values():
         row["nDCG@10"] = score(row.pop("rankings"), qrels, _ndcg())["nDCG@10"]
     # The contract itself: the same budgets searched over the calibration topics they were set on.
-    on_calibration = timed(budgeted, cal_topics, budget_passes(cal_topics, args.repeats, args.budget_searches),
-                           interleave=False, reference=reference)
+    on_calibration = made_up(s, budget_list, lambda: timed(budgeted, cal_topics, budget_passes(
+        cal_topics, args.repeats, args.budget_searches), interleave=False, reference=reference))
     for row in on_calibration.values():
         row["nDCG@10"] = score(row.pop("rankings"), cal_qrels, _ndcg())["nDCG@10"]
     budget_rows = [budget_row(b, measured[f"budget {b:g} ms"], frontier) for b in budget_list]
@@ -340,6 +341,18 @@ def run(name: str, model: StarbucksModel, args) -> dict:
             "plans_measured": len(points), "build": build, "systems": measured, "budgets": budget_rows,
             "budgets_on_calibration_topics": calibration_rows,
             "summary": summarise(measured, full, default, budget_rows, calibration_rows)}
+
+
+def made_up(searcher: Searcher, budget_list: list, run) -> dict:
+    """``run()``'s rows of the budgets, each with how many of its searches its planner cut to make up an
+    overrun (``made_up``; counted from the searcher's planner, so it takes in the block's one untimed
+    warm-up search)."""
+    counts = searcher.planner.made_up
+    before = {b: counts[(b, K)] for b in budget_list}
+    rows = run()
+    for b in budget_list:
+        rows[f"budget {b:g} ms"]["made_up"] = counts[(b, K)] - before[b]
+    return rows
 
 
 def budget_passes(topics: dict, repeats: int, searches: int) -> int:
@@ -375,7 +388,7 @@ def budget_row(budget: float, row: dict, frontier) -> dict:
            "holds": mean <= 1.1 * budget, "plan_share": row.get("plan_share", {str(plan): 1.0}),
            **({"collector": row["collector"]} if "collector" in row else {}),
            **{key: row[key] for key in ("machine_x", "machine_x_after", "pass_mean_ms", "searches", "cpu_mean_ms",
-                                        "off_cpu_ms", "pass_profile", "slowest") if key in row}}
+                                        "off_cpu_ms", "pass_profile", "slowest", "made_up") if key in row}}
     if "pass_mean_ms" in row and "machine_x_after" in row:
         scaled = at_machine_speed(row["pass_mean_ms"], row["machine_x"], row["machine_x_after"])
         out.update(mean_ms_at_calibration_speed=scaled, holds_at_calibration_speed=scaled <= 1.1 * budget)
@@ -495,15 +508,17 @@ def markdown(results: dict) -> str:
         lines += ["", title + block_note(rows), "", "| budget ms | plan (share of searches) | predicted ms (main plan) | mean ms (every search) | p95 ms | "
                   "nDCG@10 | mean <= 1.1x budget | collector passes in its searches (full), ms | "
                   "reference workload before (and after) each pass, x calibration | "
-                  "mean ms at calibration's machine speed | mean ms less the hypervisor's steal | mean ms on the CPU |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "mean ms at calibration's machine speed | mean ms less the hypervisor's steal | mean ms on the CPU | "
+                  "searches cut to make up an overrun |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for b in rows:
             pred = "" if b["predicted_ms"] is None else f"{b['predicted_ms']:.2f}"
             share = b.get("plan_share", {b["plan"]: 1.0})
             plan = b["plan"] if len(share) == 1 else "; ".join(f"{p} ({v:.0%})" for p, v in share.items())
             lines.append(f"| {b['budget_ms']:g} | {plan} | {pred} | {b['mean_ms']:.2f} | {b['p95_ms']:.2f} | "
                          f"{b['nDCG@10']:.4f} | {'yes' if b['holds'] else '**no**'} | {collector_cell(b)} | "
-                         f"{machine_cell(b)} | {speed_cell(b)} | {speed_cell(b, 'less_steal')} | {cpu_cell(b)} |")
+                         f"{machine_cell(b)} | {speed_cell(b)} | {speed_cell(b, 'less_steal')} | {cpu_cell(b)} | "
+                         f"{b.get('made_up', '')} |")
         lines += broken_profile(rows)
     lines += ["", "Summary:", "", "```json", json.dumps(r["summary"], indent=2), "```", ""]
     return "\n".join(lines)

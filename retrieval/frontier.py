@@ -93,19 +93,20 @@ class Frontier:
         usable = [(p, at_depth(p.plan, k)) for p in self.points]
         return [(p, plan) for p, plan in usable if plan is not None]
 
-    def _choose(self, budget: float, k: int, pace: float, tokens: float | None) -> tuple[Point, Plan] | None:
+    def _choose(self, budget: float, k: int, pace: float, tokens: float | None,
+                floor: bool = False) -> tuple[Point, Plan] | None:
         usable = self._usable(k)
         if not usable:
             return None
         cheapest = min(usable, key=lambda x: x[0].ms)
-        if cheapest[0].ms > budget:
+        if cheapest[0].ms > budget and not floor:
             raise ValueError(f"budget {budget} ms is below the cheapest calibrated plan on this machine "
                              f"({cheapest[1]}: {cheapest[0].ms:.2f} ms measured)")
         fits = [(p, plan) for p, plan in usable if p.expected_ms(tokens) * pace <= budget] or [cheapest]
         return max(fits, key=lambda x: (x[0].effectiveness, -x[0].ms))
 
-    def blend(self, budget: float, k: int, pace: float = 1.0,
-              tokens: float | None = None) -> tuple[Plan, Plan | None, float] | None:
+    def blend(self, budget: float, k: int, pace: float = 1.0, tokens: float | None = None,
+              floor: bool = False) -> tuple[Plan, Plan | None, float] | None:
         """``choose``'s plan, and where the pace (above 1: the machine runs slow) moved the budget off the
         plan it takes at pace 1, the next more effective frontier plan with the share of searches it can
         take: the share at which their mean, at the pace, is the budget. (None, as ``choose``, when no
@@ -116,8 +117,9 @@ class Frontier:
         alone at 0.25 ms). Blending the two spends the budget the slow machine leaves, and keeps the
         plan that sets the pace in service, so the planner sees when the machine recovers. The plan
         blended in is never more effective than the budget's own plan at pace 1: a budget whose plan
-        still fits at the pace runs it alone, as at a pace of 1."""
-        chosen = self._choose(budget, k, pace, tokens)
+        still fits at the pace runs it alone, as at a pace of 1. ``floor``: a budget below the cheapest plan
+        takes it rather than being refused (a budget the planner cut to make up an overrun)."""
+        chosen = self._choose(budget, k, pace, tokens, floor)
         if chosen is None:
             return None
         (low, plan) = chosen

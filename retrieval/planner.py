@@ -20,7 +20,9 @@ the plans whose latency times the pace fits it, so a budget keeps its promise wh
 slower than it was measured. A calibrated budget the pace moved off its own plan then shares its
 searches between the plan that fits and the next more effective one (never past its own), at the share
 whose mean fits (``Blend``): the budget is spent, and the plan that sets the pace stays in service to
-see the machine recover. When recent ratios run well away from 1 the cost model is measured again.
+see the machine recover. A budget whose searches ran past 1.1x it by more than a few budgets in all (a
+stop of the machine, which no pace sees) makes that up on cheaper plans (``OVERRUN_FROM``). When recent
+ratios run well away from 1 the cost model is measured again.
 
 Choosing: after ``starbucks calibrate`` (``calibration.json`` measured on this machine,
 encoder and index), the most effective calibrated plan whose measured latency fits the
@@ -78,6 +80,14 @@ LENGTH_WINDOW = 256
 LENGTH_STEP = 0.25
 LENGTH_MIN_STEP = 2.0
 PACE_EXPIRY = 32  # budgeted searches without a plan that sets the pace, after which it returns to 1
+# A budget's overrun: the milliseconds its searches ran past PACE_SLACK x the budget, less what later searches
+# ran under it (never below 0). Once it exceeds OVERRUN_FROM budgets (a stop of the machine: no pace sees
+# one search), the budget makes it up: it chooses as if it were its overrun / MAKE_UP_SEARCHES less
+# (cut in steps of 1/CUT_STEPS; the cheapest plan at most), so its mean over any stretch of searches that
+# starts and ends with no overrun stays within PACE_SLACK x the budget.
+OVERRUN_FROM = 8  # budgets: a few slow searches stay below it; on a 1,000-search mean it is 0.8 % of the budget
+MAKE_UP_SEARCHES = 100
+CUT_STEPS = 20
 SPARSE_KEEPS = (100, 200, 500, 1000)  # BM25 shortlist depths the planner considers
 FUSIONS = ("rrf", "linear:0.3", "linear:0.5", "linear:0.7")  # fusions of BM25 with the full size it considers
 EXIT_SPARSE_KEEPS = (100, 1000)  # BM25 depths reranked at an earlier layer's exit
@@ -320,6 +330,11 @@ class Blend:
         return f"Blend({self.plan}, {self.above} for {self.share:.0%} of searches)"
 
 
+def _runs(choice: "Plan | Blend") -> tuple:
+    """What a choice runs: its plan, the plan blended in and that one's share."""
+    return (choice.plan, choice.above, choice.share) if isinstance(choice, Blend) else (choice, None, 0.0)
+
+
 class Planner:
     """Enumerates the plans an index supports and picks one for a budget.
 
@@ -347,6 +362,8 @@ class Planner:
         self._lengths: collections.deque = collections.deque(maxlen=LENGTH_WINDOW)  # recent queries' tokens
         self._length_sum = 0  # their sum, kept as they come and go
         self.tokens = None  # the served queries' mean token count choices are made at (None: the calibration topics')
+        self._overrun: dict[tuple, float] = {}  # (budget, k) -> ms not yet made up (``OVERRUN_FROM``)
+        self.made_up: collections.Counter = collections.Counter()  # (budget, k) -> searches it ran cut
         self._lock = threading.Lock()
 
     @classmethod
@@ -403,8 +420,11 @@ class Planner:
             self.pace = 1.0
         return costs
 
-    def observe(self, plan: Plan, ms: float, tokens: int | None = None) -> None:
-        """Record a budgeted query's measured latency; ``tokens``, its query's token count where it was encoded.
+    def observe(self, plan: Plan, ms: float, tokens: int | None = None, budget: float | None = None,
+                k: int | None = None) -> None:
+        """Record a budgeted query's measured latency; ``tokens``, its query's token count where it was encoded;
+        ``budget`` and ``k``, the budget that chose the plan, whose overrun the latency adds to or makes up
+        (``OVERRUN_FROM``).
 
         The pace: the median ratio to the prediction over the last ``PACE_WINDOW`` searches of plans
         that encode their query, predicted at ``PACE_MIN_MS`` or more, when it exceeds ``PACE_SLACK``
@@ -430,8 +450,13 @@ class Planner:
             if calibrated or self._costs is not None:
                 self._predicted[key] = point
             # A plan's first search in this process pays its one-time set-up (its encoder graph's first
-            # run, its vectors' first pages), not the machine's pace: many times a search's latency.
+            # run, its vectors' first pages), not the machine's pace nor a budget's overrun: many times a
+            # search's latency.
             return
+        if budget is not None:
+            with self._lock:
+                key = (budget, k)
+                self._overrun[key] = max(0.0, self._overrun.get(key, 0.0) + ms - PACE_SLACK * budget)
         if point is None or not point.ms:
             return
         with self._lock:
@@ -569,7 +594,12 @@ class Planner:
         While the machine runs slow (a pace above 1) and the pace moved a calibrated budget off its own
         plan, the budget shares its searches between the plan that fits and the next more effective
         frontier plan (never past its own), so that their mean at the pace is the budget
-        (``Frontier.blend``, ``Blend``): each call then returns one of the two."""
+        (``Frontier.blend``, ``Blend``): each call then returns one of the two.
+
+        A budget whose searches overran it by more than ``OVERRUN_FROM`` budgets (``observe``) makes that up:
+        it chooses as a budget cut by its overrun over ``MAKE_UP_SEARCHES`` searches would (the cheapest plan
+        at most) until the overrun is back under that, counting such searches in ``made_up`` where the
+        cut changed what they run."""
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
                                    or not math.isfinite(budget) or budget <= 0):
             raise ValueError(f"budget must be a positive number of milliseconds, a Plan or None, not {budget!r}")
@@ -579,18 +609,41 @@ class Planner:
             plan = self.default(k) if budget is None else self._choose(float(budget), k)
             with self._lock:
                 self._chosen[key] = plan
+        if budget is not None and self._overrun.get(key, 0.0) > OVERRUN_FROM * budget:
+            over = self._overrun[key]
+            plan = self._cut(key, math.ceil(over / MAKE_UP_SEARCHES / budget * CUT_STEPS), plan)
         if isinstance(plan, Blend):
             with self._lock:
                 return plan.next()
         return plan
 
-    def _choose(self, budget: float, k: int) -> "Plan | Blend":
+    def _cut(self, key: tuple, steps: int, own: "Plan | Blend") -> "Plan | Blend":
+        """What a budget making up an overrun runs: its choice at ``steps``/``CUT_STEPS`` less (the cheapest
+        plan at most), cached per step; ``own`` itself where that is what it chooses anyway."""
+        budget, k = key
+        steps = min(steps, CUT_STEPS)
+        plan = self._chosen.get((*key, steps))
+        if plan is None:
+            plan = self._choose(budget * (1 - steps / CUT_STEPS), k, cut=True)
+            if _runs(plan) == _runs(own):
+                plan = own
+            with self._lock:
+                self._chosen[(*key, steps)] = plan
+        if plan is not own:
+            with self._lock:
+                self.made_up[key] += 1
+        return plan
+
+    def _choose(self, budget: float, k: int, cut: bool = False) -> "Plan | Blend":
+        """``cut``: a budget cut to make up an overrun, which takes the cheapest plan where it is below every
+        plan, and says nothing of it."""
         if self.frontier is not None:
-            blend = self.frontier.blend(budget, k, self.pace, self.tokens)
+            blend = self.frontier.blend(budget, k, self.pace, self.tokens, floor=cut)
             if blend is not None:
                 plan, above, share = blend
                 self.source = "calibration"
-                self._say_if_over(budget, plan, self.frontier.point(plan).expected_ms(self.tokens))
+                if not cut:
+                    self._say_if_over(budget, plan, self.frontier.point(plan).expected_ms(self.tokens))
                 return plan if above is None else Blend(plan, above, share)
             self._warn(f"no calibrated plan returns k={k} (calibrated at k={self.frontier.k})")
         else:
@@ -598,7 +651,7 @@ class Planner:
         plans = self.candidates(k)
         costs = self.costs
         cheapest = min(plans, key=costs.predict)
-        if costs.predict(cheapest) > budget:
+        if costs.predict(cheapest) > budget and not cut:
             raise ValueError(
                 f"budget {budget:g} ms is below the cheapest plan on this machine "
                 f"({cheapest}: {costs.predict(cheapest):.2f} ms predicted)"
@@ -606,7 +659,8 @@ class Planner:
         fits = [p for p in plans if costs.predict(p) * self.pace <= budget] or [cheapest]
         n = len(self.index)
         plan = max(fits, key=lambda p: (self.expected_effectiveness(p, n, self._stored(p)), -costs.predict(p)))
-        self._say_if_over(budget, plan, costs.predict(plan))
+        if not cut:
+            self._say_if_over(budget, plan, costs.predict(plan))
         return plan
 
     def _say_if_over(self, budget: float, plan: Plan, ms: float | None) -> None:

@@ -197,7 +197,8 @@ class Searcher:
         results = self.run(plan, vectors, k, margin, {"encode": encode_ms} if plan.sizes else {},
                            texts=list(queries))
         if isinstance(budget, (int, float)) and not isinstance(budget, bool) and len(queries) == 1:
-            self.planner.observe(plan, (time.perf_counter() - t0 - loading) * 1000, lengths[0] if lengths else None)
+            self.planner.observe(plan, (time.perf_counter() - t0 - loading) * 1000, lengths[0] if lengths else None,
+                                 budget=budget, k=k)
         return results
 
     def run(self, plan: Plan, vectors: dict, k: int, margin: float | None = None,

@@ -470,17 +470,17 @@ def test_the_per_token_fit():
     assert per_token(np.full(4, 12.0), np.array([1.0, 2.0, 3.0, 4.0]))["per_token_ms"] == 0.0  # one length
 
 
-def test_a_budgeted_search_tells_the_planner_its_querys_tokens(index_copy, tiny_model, monkeypatch):
+def test_a_budgeted_search_tells_the_planner_its_querys_tokens_and_its_budget(index_copy, tiny_model, monkeypatch):
     searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
     points = [Point(Plan.parse("1x8:100,4x48:10"), 2.0, 0.5)]
     searcher._planner = planner = Planner(searcher.index, fake_costs(searcher),
                                           Frontier("m", "i", "nDCG@10", 10, "t", 9, 1, points), searcher)
     seen = []
-    monkeypatch.setattr(planner, "observe", lambda plan, ms, tokens=None: seen.append(tokens))
+    monkeypatch.setattr(planner, "observe", lambda plan, ms, tokens=None, **kw: seen.append((tokens, kw)))
     query = "coffee roasting and the chemistry of crema"
     searcher.search(query, k=10, budget=3.0)
     searcher.search(query, k=10, budget=Plan.parse("1x8:100,4x48:10"))  # a plan, not a budget: not observed
-    assert seen == searcher.encoder.token_counts([query])
+    assert seen == [(n, {"budget": 3.0, "k": 10}) for n in searcher.encoder.token_counts([query])]
 
 
 def test_budgets_follow_the_served_queries_mean_length(index_copy, tiny_model):
@@ -537,3 +537,83 @@ def test_warm_up_runs_each_plan_a_budget_can_choose_once_and_writes_nothing(inde
     assert searched[1:] == [str(p.plan) for p in points]
     assert sorted(os.listdir(index_copy)) == files  # nothing measured or cached
     assert searcher.planner.pace == 1.0 and not searcher.planner._predicted  # plans, not budgets: nothing observed
+
+
+def three_plan_planner(index_copy, tiny_model):
+    """A calibrated planner of BM25 alone (0.3 ms), a cascade (2 ms) and a scan (4 ms), each searched once
+    already; (planner, cheap, middle, slow)."""
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    points = [Point(Plan.parse("bm25:100"), 0.3, 0.3), Point(Plan.parse("1x8:100,4x48:10"), 2.0, 0.5),
+              Point(Plan.parse("4x48:50"), 4.0, 0.9)]
+    planner = Planner(searcher.index, fake_costs(searcher), Frontier("m", "i", "nDCG@10", 10, "t", 9, 3, points),
+                      searcher)
+    set_up(planner, *(p.plan for p in points))
+    return (planner, *(p.plan for p in points))
+
+
+def test_a_budget_makes_up_an_overrun_on_cheaper_plans_and_its_mean_holds(index_copy, tiny_model):
+    planner, cheap, middle, slow = three_plan_planner(index_copy, tiny_model)
+    budget, cost = 4.2, {cheap: 0.3, middle: 2.0, slow: 4.0}
+    ran = []
+
+    def search(stall=0.0):
+        plan = planner.choose(budget, 10)
+        ms = cost[plan] + stall
+        planner.observe(plan, ms, budget=budget, k=10)
+        ran.append((plan, ms))
+
+    for _ in range(50):
+        search()
+    search(stall=30.0)  # one slow search: an overrun under OVERRUN_FROM budgets is left to the slack
+    search()
+    assert {p for p, _ in ran} == {slow} and planner.made_up[(budget, 10)] == 0
+    start = len(ran)
+    search(stall=300.0)  # the machine stopped: no pace sees one search
+    while planner._overrun[(budget, 10)] > 0:
+        search()
+    made_up = ran[start + 1:]
+    assert made_up[0][0] == cheap and middle in {p for p, _ in made_up}  # cheapest first, then less cut
+    assert planner.made_up[(budget, 10)] == sum(p != slow for p, _ in made_up) > 0
+    assert planner.choose(budget, 10) == slow  # made up: its own plan again
+    # Over the stretch from no overrun to no overrun, the mean is within the contract's tolerance.
+    stretch = ran[start - 52:]
+    assert sum(ms for _, ms in stretch) / len(stretch) <= planner_module.PACE_SLACK * budget
+    assert planner.pace == 1.0  # one stop sets no pace
+
+
+def test_a_budget_on_the_cheapest_plan_overruns_without_an_error(index_copy, tiny_model):
+    planner, cheap, middle, slow = three_plan_planner(index_copy, tiny_model)
+    for _ in range(3):
+        planner.observe(cheap, 100.0, budget=0.35, k=10)
+    assert planner.choose(0.35, 10) == cheap and planner.made_up[(0.35, 10)] == 0  # nothing cheaper to run
+    for _ in range(3):  # another budget's overrun is its own
+        planner.observe(slow, 100.0, budget=4.2, k=10)
+    assert planner.choose(4.2, 10) == cheap and planner.choose(4.2, 5) == slow and planner.choose(2.5, 10) == middle
+    with pytest.raises(ValueError, match="below the cheapest"):
+        planner.choose(0.29, 10)  # a cut budget never is, but a budget below every plan still is
+
+
+def test_a_plans_first_search_adds_no_overrun(index_copy, tiny_model):
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    points = [Point(Plan.parse("bm25:100"), 0.3, 0.3), Point(Plan.parse("4x48:50"), 4.0, 0.9)]
+    planner = Planner(searcher.index, fake_costs(searcher), Frontier("m", "i", "nDCG@10", 10, "t", 9, 2, points),
+                      searcher)
+    planner.observe(points[1].plan, 4.0 * 150, budget=4.2, k=10)  # its encoder graph's first run
+    assert planner.choose(4.2, 10) == points[1].plan and not planner.made_up
+    planner.observe(points[1].plan, 4.0 * 150, budget=4.2, k=10)
+    assert planner.choose(4.2, 10) == points[0].plan
+
+
+def test_an_uncalibrated_budget_makes_up_an_overrun_from_the_cost_model(index_copy, tiny_model):
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    planner = Planner(searcher.index, fake_costs(searcher), None, searcher)
+    with pytest.warns(UserWarning, match="cost model alone"):
+        own = planner.choose(8.0, 10)
+    costs = planner.costs
+    planner.observe(own, costs.predict(own))  # its first search
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a cut budget below every plan is no error and says nothing
+        planner.observe(own, 1000.0, budget=8.0, k=10)
+        cut = planner.choose(8.0, 10)
+    cheapest = min(costs.predict(p) for p in planner.candidates(10))
+    assert costs.predict(cut) == cheapest < costs.predict(own) and planner.made_up[(8.0, 10)] == 1

@@ -240,3 +240,28 @@ def test_cold_paths_time_each_frontier_plans_first_search(built_index, tiny_mode
     out = first_searches(searcher, "coffee", again=2)
     assert [f["plan"] for f in out] == ["1x8:50", "4x48:50"] and [f["calibrated_ms"] for f in out] == [0.4, 4.0]
     assert all(f["first_ms"] > 0 and f["again_median_ms"] > 0 and f["load_ms"] >= 0 for f in out)
+
+
+def test_each_budgets_row_counts_the_searches_cut_to_make_up_an_overrun():
+    import collections
+    import types
+
+    from experiments.query_path import K, made_up, markdown
+
+    planner = types.SimpleNamespace(made_up=collections.Counter({(2.0, K): 5, (1.0, K): 1}))
+    searcher = types.SimpleNamespace(planner=planner)
+
+    def run():  # the block: three of the 2 ms budget's searches cut, none of the 1 ms budget's
+        planner.made_up[(2.0, K)] += 3
+        return {"budget 1 ms": {}, "budget 2 ms": {}}
+
+    assert made_up(searcher, [1.0, 2.0], run) == {"budget 1 ms": {"made_up": 0}, "budget 2 ms": {"made_up": 3}}
+    row = {"budget_ms": 2.0, "plan": "bm25:10", "predicted_ms": 1.0, "mean_ms": 1.0, "p95_ms": 1.0,
+           "nDCG@10": 0.5, "holds": True, "made_up": 3}
+    result = {"collection": "c", "note": "n", "documents": 1, "queries": 1, "default_encoder": "onnx",
+              "calibration": {"topics": "t"}, "plans_measured": 1, "systems": {}, "budgets": [row], "summary": {}}
+    text = markdown({"result": result, "provenance": {"command": "x", "git_commit": "0" * 40,
+                                                       "machine": {"load_average": 0}},
+                     "repeats": 3, "load_average_at_end": 0})
+    assert "searches cut to make up an overrun |" in text
+    assert [line for line in text.splitlines() if line.startswith("| 2 |")][0].endswith("| 3 |")

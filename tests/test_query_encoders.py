@@ -140,7 +140,7 @@ def test_loading_a_named_encoder_is_not_counted_as_the_search(built_index, tiny_
     real = searcher_module.make_encoder
     monkeypatch.setattr(searcher_module, "make_encoder", lambda *a, **kw: time.sleep(0.3) or real(*a, **kw))
     observed = []
-    monkeypatch.setattr(planner, "observe", lambda p, ms, tokens=None: observed.append((p, ms)))
+    monkeypatch.setattr(planner, "observe", lambda p, ms, tokens=None, **kw: observed.append((p, ms)))
     result = searcher.search("coffee roasting", k=10, budget=60.0)
     assert result.plan == plan and INT8 in searcher._encoders
     assert result.timings["encode"] < 300 and observed[0][0] == plan and observed[0][1] < 300
