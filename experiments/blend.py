@@ -44,8 +44,8 @@ NDCG = parse_measures(["nDCG@10"])
 def without_blend(searcher: Searcher) -> Searcher:
     """The searcher's planner as it was before the blend: a paced budget runs the plan that fits alone."""
     frontier = searcher.planner.frontier
-    frontier.blend = lambda budget, k, pace=1.0, tokens=None: (
-        None if (plan := frontier.choose(budget, k, pace, tokens)) is None else (plan, None, 0.0))
+    frontier.blend = lambda budget, k, pace=1.0, tokens=None, floor=False: (
+        None if (plan := frontier.choose(budget, k, pace, tokens, floor)) is None else (plan, None, 0.0))
     return searcher
 
 
@@ -74,6 +74,16 @@ def arm_row(budget: float, own: str, row: dict, paced: list, ndcg: float) -> dic
     return {"budget_ms": budget, "own_plan": own, "own_plan_share": share.get(own, 0.0),
             "paced_share": sum(paced) / len(paced), "mean_ms": mean, "mean_over_budget": mean / budget,
             "holds": mean <= 1.1 * budget, "nDCG@10": ndcg, "plan_share": share, "searches": row["searches"]}
+
+
+def pass_ndcg(row: dict, qrels: dict, passes: int) -> float:
+    """nDCG@10 over every search of a block: each pass's rankings scored, then averaged."""
+    return sum(score(r, qrels, NDCG)["nDCG@10"] for r in row["rankings_per_pass"]) / passes
+
+
+def frontier_points(frontier) -> list[dict]:
+    """The frontier an arms benchmark planned from, for its results."""
+    return [{"plan": str(p.plan), "ms": p.ms, "nDCG@10": p.effectiveness} for p in frontier.points]
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -111,22 +121,17 @@ def run(name: str, model: StarbucksModel, budget_searches: int) -> dict:
         own = str(frontier.choose(b, K, 1.0))
         row = {"budget_ms": b}
         for arm in ARMS:
-            m = measured[f"{arm} {b:g} ms"]
-            ndcg = sum(score(r, cal_qrels, NDCG)["nDCG@10"] for r in m["rankings_per_pass"]) / passes
-            row[arm] = arm_row(b, own, m, paced[arm, b][1:], ndcg)  # the first: timed()'s untimed warm-up
+            m = measured[f"{arm} {b:g} ms"]  # paced: the first search is timed()'s untimed warm-up
+            row[arm] = arm_row(b, own, m, paced[arm, b][1:], pass_ndcg(m, cal_qrels, passes))
         rows.append(row)
     return {"collection": name, "topics": note, "queries": len(topics), "passes": passes,
-            "frontier": [{"plan": str(p.plan), "ms": p.ms, "nDCG@10": p.effectiveness} for p in frontier.points],
-            "budgets": rows, "summary": summarise(rows)}
+            "frontier": frontier_points(frontier), "budgets": rows, "summary": summarise(rows)}
 
 
 def markdown(results: dict) -> str:
-    p = results["provenance"]
-    lines = ["# A paced budget with and without the blend", "",
-             f"`{p['command']}` at commit {p['git_commit'][:10]}; one thread; load average "
-             f"{p['machine']['load_average']} at start, {results['load_average_at_end']} at end. Each budget's own "
-             "plan is the one it takes at pace 1; blend: the planner (a paced budget shares its searches with the "
-             "next more effective plan); drop: a paced budget runs the cheaper plan alone.", ""]
+    lines = runtime.heading(results, "A paced budget with and without the blend", (
+        "Each budget's own plan is the one it takes at pace 1; blend: the planner (a paced budget shares its "
+        "searches with the next more effective plan); drop: a paced budget runs the cheaper plan alone."))
     for c in results["collections"]:
         s = c["summary"]
         lines += [f"## {c['collection']} ({c['topics']}; {c['passes']} passes)", "",

@@ -48,6 +48,13 @@ def write_results(out: Path, stem: str, results: dict, markdown: Callable[[dict]
     print(text)
 
 
+def heading(results: dict, title: str, note: str) -> list[str]:
+    """A one-thread benchmark's markdown opening: its title, then its command, commit and load, then ``note``."""
+    p = results["provenance"]
+    return [f"# {title}", "", f"`{p['command']}` at commit {p['git_commit'][:10]}; one thread; load average "
+            f"{p['machine']['load_average']} at start, {results['load_average_at_end']} at end. {note}", ""]
+
+
 def over_collections(module: str, argv: list[str] | None, names: list[str], run: Callable, out: Path, stem: str,
                      markdown: Callable[[dict], str], **settings) -> None:
     """A one-thread benchmark over collections with the shipped model: the provenance and ``settings``,

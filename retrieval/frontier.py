@@ -77,7 +77,8 @@ class Frontier:
     plans_measured: int
     points: list[Point]  # the Pareto frontier, cheapest first
 
-    def choose(self, budget: float, k: int, pace: float = 1.0, tokens: float | None = None) -> Plan | None:
+    def choose(self, budget: float, k: int, pace: float = 1.0, tokens: float | None = None,
+               floor: bool = False) -> Plan | None:
         """The most effective frontier plan measured within ``budget`` ms, returning k; None if none returns k.
 
         ``pace``: how much slower than calibrated the machine runs now (observed / measured latency);
@@ -85,8 +86,8 @@ class Frontier:
         plan serves. ``tokens``: the mean token count of the queries being served, where it is not the
         calibration topics'; a plan's latency is then what it is expected to average at that length
         (``Point.expected_ms``). A budget below the cheapest plan's measured latency is an error at any
-        pace and length."""
-        chosen = self._choose(budget, k, pace, tokens)
+        pace and length, unless ``floor``: it then takes the cheapest plan (``blend``)."""
+        chosen = self._choose(budget, k, pace, tokens, floor)
         return None if chosen is None else chosen[1]
 
     def _usable(self, k: int) -> list[tuple[Point, Plan]]:

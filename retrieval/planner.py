@@ -363,6 +363,7 @@ class Planner:
         self._length_sum = 0  # their sum, kept as they come and go
         self.tokens = None  # the served queries' mean token count choices are made at (None: the calibration topics')
         self._overrun: dict[tuple, float] = {}  # (budget, k) -> ms not yet made up (``OVERRUN_FROM``)
+        self.overrun_from = OVERRUN_FROM  # budgets of overrun a budget makes up past (math.inf: never)
         self.made_up: collections.Counter = collections.Counter()  # (budget, k) -> searches it ran cut
         self._lock = threading.Lock()
 
@@ -609,7 +610,7 @@ class Planner:
             plan = self.default(k) if budget is None else self._choose(float(budget), k)
             with self._lock:
                 self._chosen[key] = plan
-        if budget is not None and self._overrun.get(key, 0.0) > OVERRUN_FROM * budget:
+        if budget is not None and self._overrun.get(key, 0.0) > self.overrun_from * budget:
             over = self._overrun[key]
             plan = self._cut(key, math.ceil(over / MAKE_UP_SEARCHES / budget * CUT_STEPS), plan)
         if isinstance(plan, Blend):

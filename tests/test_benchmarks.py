@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from experiments import baselines
 from experiments.frontier import summary
@@ -155,6 +156,7 @@ def test_the_blend_benchmarks_drop_arm_plans_as_before_the_blend_and_both_arms_s
     assert blending.blend(1.0, 10, 1.2)[1] == Plan.parse("1x8:100,4x48:10")
     assert dropping.blend(1.0, 10, 1.2) == (Plan.parse("bm25:100"), None, 0.0)
     assert dropping.blend(1.0, 10, 1.0) == blending.blend(1.0, 10, 1.0)
+    assert dropping.blend(0.1, 10, 1.0, floor=True) == (Plan.parse("bm25:100"), None, 0.0)  # a cut budget
 
     class Fake:
         planner = SimpleNamespace(pace=1.2)
@@ -183,3 +185,42 @@ def test_write_results_records_the_load_and_writes_json_and_markdown(tmp_path, c
     write_results(tmp_path / "out", "name", results, lambda r: f"# {len(r['collections'])} collections\n")
     assert json.loads((tmp_path / "out" / "name.json").read_text())["load_average_at_end"] == results["load_average_at_end"]
     assert (tmp_path / "out" / "name.md").read_text() == "# 2 collections\n" and "# 2 collections" in capsys.readouterr().out
+
+
+def test_the_overrun_benchmark_stops_the_same_searches_of_both_stopped_arms_and_none_of_the_calm_ones():
+    import time
+
+    from experiments.overrun import ARMS, STOPPED, Stops, arm_row, arm_systems, places, summarise
+
+    class Fake:
+        def __init__(self):
+            self.slept = []
+
+        def run(self, *a, **kw):
+            return "ranked"
+
+        def search(self, q, k, budget):
+            t = time.perf_counter()
+            self.run()
+            self.slept.append(time.perf_counter() - t >= 0.005)
+            return q
+
+    searchers = {arm: Fake() for arm in ARMS}
+    stops = {arm: Stops(searchers[arm]) for arm in STOPPED}
+    systems = arm_systems(searchers, stops, [1.0, 2.0], 20, 2, 5.0)
+    assert [name for _, name, _ in systems][:5] == [f"{arm} 1 ms" for arm in ARMS] + [f"{ARMS[1]} 2 ms"]
+    for _, name, search in systems[:4]:
+        for _ in range(21):  # timed()'s untimed warm-up, then the block's 20 searches
+            search("q")
+    at = places(1.0, 20, 2)
+    assert len(at) == 2 and places(1.0, 20, 2) == at
+    for arm in STOPPED:
+        assert [i for i, s in enumerate(searchers[arm].slept[1:]) if s] == sorted(at)
+    assert not any(any(searchers[arm].slept) for arm in ARMS[:2])
+
+    rows = [{"budget_ms": b, **{arm: arm_row(b, {"every_search_mean_ms": m, "searches": 10, "plan_share": {}},
+                                             0.5 + b / 10, n) for arm, m, n in zip(ARMS, ms, cut)}}
+            for b, ms, cut in ((0.3, (0.3, 0.3, 0.5, 0.5), (0, 0, 0, 0)), (2.0, (1.9, 2.0, 2.1, 2.4), (1, 0, 4, 0)))]
+    s = summarise(rows)
+    assert s["stops, not made up"]["budgets_broken"] == [0.3, 2.0] and s["stops, made up"]["budgets_broken"] == [0.3]
+    assert s["stops, made up"]["made_up_share"] == 0.4 and s["calm, made up"]["nDCG@10"] == pytest.approx(0.7)

@@ -617,3 +617,12 @@ def test_an_uncalibrated_budget_makes_up_an_overrun_from_the_cost_model(index_co
         cut = planner.choose(8.0, 10)
     cheapest = min(costs.predict(p) for p in planner.candidates(10))
     assert costs.predict(cut) == cheapest < costs.predict(own) and planner.made_up[(8.0, 10)] == 1
+
+
+def test_making_up_an_overrun_can_be_turned_off(index_copy, tiny_model):
+    import math
+
+    planner, cheap, middle, slow = three_plan_planner(index_copy, tiny_model)
+    planner.overrun_from = math.inf
+    planner.observe(slow, 300.0, budget=4.2, k=10)
+    assert planner.choose(4.2, 10) == slow and not planner.made_up
