@@ -169,11 +169,31 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def summary_table(results: dict) -> str:
+    """The README's table: per collection and arm, the budgets broken (the cheapest plan's, which has nothing
+    cheaper to make up on, apart), nDCG@10 over the budgets above it, and the share of their searches cut."""
+    lines = ["| collection | stops in each block | budgets above the cheapest plan's: broken, by arm | nDCG@10 over "
+             "them, by arm | searches cut: calm / stops | the cheapest plan's budget held, by arm |",
+             "|---|---|---|---|---|---|"]
+    for c in results["collections"]:
+        first, upper, s = c["budgets"][0], c["budgets"][1:], c["summary"]
+        broken = " / ".join(f"{sum(not r[a]['holds'] for r in upper)}" for a in ARMS)
+        lines.append(f"| {c['collection']} | {c['stops']} x {c['stop_ms']:g} ms | {broken} of {len(upper)} | "
+                     + " / ".join(f"{s[a]['nDCG@10']:.4f}" for a in ARMS) + " | "
+                     f"{s[ARMS[0]]['made_up_share']:.1%} / {s[ARMS[2]]['made_up_share']:.1%} | "
+                     + " / ".join("yes" if first[a]["holds"] else "no" for a in ARMS) + " |")
+    p = results["provenance"]
+    return "\n".join(lines) + (f"\n\nArms: {' / '.join(ARMS)}. `{p['command']}` at {p['git_commit'][:7]}; one "
+                               f"thread, load average {p['machine']['load_average'][0]} at the start. From "
+                               f"`experiments/results/overrun/overrun.json`.\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = runtime.collections_parser(__doc__)
     parser.add_argument("--budget-searches", type=int, default=1000,
                         help="searches per budget and arm, in whole passes over the topics (default: %(default)s)")
-    parser.add_argument("--stops", type=int, default=2, help="stops put into each budget's block (default: %(default)s)")
+    parser.add_argument("--stops", type=int, default=2,
+                        help="stops put into each budget's block (default: %(default)s)")
     parser.add_argument("--stop-ms", type=float, default=100.0, help="how long each stop holds its search "
                         "(default: %(default)s)")
     args = parser.parse_args(argv)

@@ -135,6 +135,16 @@ def noise_floor_table() -> str:
     return noise_floor.summary_table(json.loads(path.read_text()))
 
 
+def overrun_table() -> str:
+    """Budgets through stops of the machine, with and without making up the overrun."""
+    from experiments import overrun
+
+    path = RESULTS / "overrun" / "overrun.json"
+    if not path.is_file():
+        return "(not measured yet: `python -m experiments.overrun`)\n"
+    return overrun.summary_table(json.loads(path.read_text()))
+
+
 TABLES = {
     "scale": scale_table,
     "int8_tiers": int8_tiers_table,
@@ -142,6 +152,7 @@ TABLES = {
     "default_model": default_model_table,
     "encoders": encoder_table,
     "noise_floor": noise_floor_table,
+    "overrun": overrun_table,
     "query_path": lambda: query_path.summary_table(RESULTS / "query_path")
     if (RESULTS / "query_path").is_dir() else "(not measured yet: `python -m experiments.query_path`)\n",
 }

@@ -190,7 +190,7 @@ def test_write_results_records_the_load_and_writes_json_and_markdown(tmp_path, c
 def test_the_overrun_benchmark_stops_the_same_searches_of_both_stopped_arms_and_none_of_the_calm_ones():
     import time
 
-    from experiments.overrun import ARMS, STOPPED, Stops, arm_row, arm_systems, places, summarise
+    from experiments.overrun import ARMS, STOPPED, Stops, arm_row, arm_systems, places, summarise, summary_table
 
     class Fake:
         def __init__(self):
@@ -224,3 +224,9 @@ def test_the_overrun_benchmark_stops_the_same_searches_of_both_stopped_arms_and_
     s = summarise(rows)
     assert s["stops, not made up"]["budgets_broken"] == [0.3, 2.0] and s["stops, made up"]["budgets_broken"] == [0.3]
     assert s["stops, made up"]["made_up_share"] == 0.4 and s["calm, made up"]["nDCG@10"] == pytest.approx(0.7)
+    table = summary_table({"collections": [{"collection": "c", "stops": 2, "stop_ms": 100.0, "budgets": rows,
+                                            "summary": s}],
+                           "provenance": {"command": "x", "git_commit": "0" * 40, "machine": {"load_average": [0.5]}}})
+    # the cheapest plan's budget apart: of the one above it, only the arm with stops and no making up broke
+    assert "| c | 2 x 100 ms | 0 / 0 / 0 / 1 of 1 | " in table
+    assert table.split("\n")[2].endswith("| yes / yes / no / no |")
