@@ -84,9 +84,12 @@ PACE_EXPIRY = 32  # budgeted searches without a plan that sets the pace, after w
 # ran under it (never below 0). Once it exceeds OVERRUN_FROM budgets (a stop of the machine: no pace sees
 # one search), the budget makes it up: it chooses as if it were its overrun / MAKE_UP_SEARCHES less
 # (cut in steps of 1/CUT_STEPS; the cheapest plan at most), so its mean over any stretch of searches that
-# starts and ends with no overrun stays within PACE_SLACK x the budget.
+# starts and ends with no overrun, and never reached OVERRUN_MAX, stays within PACE_SLACK x the budget.
 OVERRUN_FROM = 8  # budgets: a few slow searches stay below it; on a 1,000-search mean it is 0.8 % of the budget
 MAKE_UP_SEARCHES = 100
+# An overrun is kept up to this many budgets: a longer stop (seconds of a migrated machine) would otherwise
+# keep a budget on cheaper plans for many thousands of searches, and no mean over 1,000 can absorb it anyway.
+OVERRUN_MAX = 1000
 CUT_STEPS = 20
 SPARSE_KEEPS = (100, 200, 500, 1000)  # BM25 shortlist depths the planner considers
 FUSIONS = ("rrf", "linear:0.3", "linear:0.5", "linear:0.7")  # fusions of BM25 with the full size it considers
@@ -457,7 +460,8 @@ class Planner:
         if budget is not None:
             with self._lock:
                 key = (budget, k)
-                self._overrun[key] = max(0.0, self._overrun.get(key, 0.0) + ms - PACE_SLACK * budget)
+                over = self._overrun.get(key, 0.0) + ms - PACE_SLACK * budget
+                self._overrun[key] = min(max(0.0, over), OVERRUN_MAX * budget)
         if point is None or not point.ms:
             return
         with self._lock:

@@ -626,3 +626,15 @@ def test_making_up_an_overrun_can_be_turned_off(index_copy, tiny_model):
     planner.overrun_from = math.inf
     planner.observe(slow, 300.0, budget=4.2, k=10)
     assert planner.choose(4.2, 10) == slow and not planner.made_up
+
+
+def test_an_overrun_is_kept_up_to_a_limit(index_copy, tiny_model):
+    planner, cheap, middle, slow = three_plan_planner(index_copy, tiny_model)
+    planner.observe(slow, 60_000.0, budget=4.2, k=10)  # a minute's stop
+    searches = 0
+    while planner.choose(4.2, 10) != slow:
+        plan = planner.choose(4.2, 10)
+        planner.observe(plan, {cheap: 0.3, middle: 2.0}[plan], budget=4.2, k=10)
+        searches += 1
+    limit = planner_module.OVERRUN_MAX * 4.2
+    assert limit / (1.1 * 4.2 - 0.3) < searches < limit / (1.1 * 4.2 - 2.0)  # made up from the limit, not a minute
