@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from retrieval.evaluate import depth_for, judged_topics, parse_measures, score, to_run
 from retrieval.frontier import Frontier, Point, pareto
 from retrieval.plan import Plan
-from retrieval.planner import index_key, searcher_key, sets_pace
+from retrieval.planner import Planner, index_key, searcher_key, sets_pace
 from retrieval.searcher import Searcher, decisiveness
 from starbucks.heap import settle
 from starbucks.sizes import Size
@@ -166,8 +166,9 @@ def learn_margin(searcher: Searcher, point: Point, encoded: Encodings, qids: lis
 
 
 def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int, repeats: int = 3) -> list[Point]:
-    """The points with their latency measured as a search pays it: ``search(text, budget=plan)``, query
-    after query, in ``repeats`` passes; each pass runs every plan over every query in turn, so the passes
+    """The points with their latency measured as a budgeted search pays it: ``search(text, budget=ms)`` with
+    a planner that chooses the point's plan (``Planner.pinned``), so the planner's own work for each search
+    counts, query after query, in ``repeats`` passes; each pass runs every plan over every query in turn, so the passes
     of one plan lie minutes apart. A point keeps the mean of its slowest pass. The budget contract is about
     mean latency, and on a shared machine the same block of searches runs slower at some times than at
     others: a plan selected by a budget its slowest pass fits keeps that promise more often than one
@@ -191,25 +192,31 @@ def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int
     """
     times = np.empty((len(points), repeats, len(texts)))
     steady = {j: [] for j, p in enumerate(points) if not sets_pace(p.plan, p.ms)}  # each one's searches, in order
+    pinned = [Planner.pinned(searcher, p, k) for p in points]  # each plan searched as a budget that chooses it
 
-    def sweep(p: Point) -> np.ndarray:
+    def sweep(j: int, texts: list[str] = texts) -> np.ndarray:
+        searcher._planner, budget = pinned[j]
         ms = np.empty(len(texts))
         for i, text in enumerate(texts):
             t = time.perf_counter()
-            searcher.search(text, k=k, budget=p.plan)
+            searcher.search(text, k=k, budget=budget)
             ms[i] = (time.perf_counter() - t) * 1000
         return ms
 
-    for p in points:
-        searcher.search(texts[0], k=k, budget=p.plan)  # warm-up
-    for r in range(repeats):
-        for j, p in enumerate(points):
-            times[j, r] = sweep(p)
-            if j in steady:
-                steady[j].append(times[j, r])
-            for s, searches in steady.items():
-                if s != j:
-                    searches.append(sweep(points[s]))
+    own = searcher._planner
+    try:
+        for j in range(len(points)):
+            sweep(j, texts[:1])  # warm-up
+        for r in range(repeats):
+            for j in range(len(points)):
+                times[j, r] = sweep(j)
+                if j in steady:
+                    steady[j].append(times[j, r])
+                for s, searches in steady.items():
+                    if s != j:
+                        searches.append(sweep(s))
+    finally:
+        searcher._planner = own
     slowest = times.mean(axis=2).max(axis=1)
     for j, searches in steady.items():
         slowest[j] = max(slowest[j], slowest_window(np.concatenate(searches), STEADY_WINDOW))

@@ -376,6 +376,21 @@ class Planner:
         index = searcher.index
         return cls(index, None, Frontier.load(index.path, searcher_key(searcher), index_key(index)), searcher)
 
+    @classmethod
+    def pinned(cls, searcher, point: Point, k: int) -> tuple["Planner", float]:
+        """A planner whose frontier is ``point`` alone, and a budget in ms that chooses its plan: calibration
+        searches each plan through one (``retrieval.calibrate.end_to_end``), so that the plan's latency takes
+        in what the planner does for every budgeted search, choosing and observing (which counts on a plan of
+        a tenth of a millisecond, as BM25 alone on NFCorpus). The budget is twice the point's estimate, which
+        its searches do not overrun; the planner warns of nothing, since its latencies are what calibration
+        measures."""
+        frontier = Frontier(searcher_key(searcher), index_key(searcher.index), "pinned", k, "", 0, 1, [point])
+        planner = cls(searcher.index, None, frontier, searcher)
+        budget = 2 * point.ms
+        planner._warned = planner._drift_warned = True
+        planner._over.add(budget)
+        return planner, budget
+
     @property
     def costs(self) -> CostModel:
         """The cost model: cached in the index if it was measured here with this encoder and these

@@ -316,6 +316,12 @@ def test_plans_that_encode_set_the_pace_from_half_a_millisecond_and_bm25_alone_n
     assert planner.pace == pytest.approx(1.3)
 
 
+def pinned(searcher) -> str:
+    """The plan a calibration search is pinned to (``Planner.pinned``)."""
+    (point,) = searcher.planner.frontier.points
+    return str(point.plan)
+
+
 def test_frontier_latencies_are_measured_as_searches(index_copy, tiny_model, monkeypatch):
     from retrieval.calibrate import end_to_end
 
@@ -323,7 +329,8 @@ def test_frontier_latencies_are_measured_as_searches(index_copy, tiny_model, mon
     searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
     calls = []
     real = searcher.search
-    monkeypatch.setattr(searcher, "search", lambda text, k, budget: calls.append((text, str(budget))) or real(text, k=k, budget=budget))
+    monkeypatch.setattr(searcher, "search", lambda text, k, budget: calls.append((text, pinned(searcher))) or real(
+        text, k=k, budget=budget))
     points = [Point(Plan.parse("1x8:50,4x48:10"), 0.001, 0.5), Point(Plan.parse("4x48:50"), 0.002, 0.9)]
     out = end_to_end(searcher, points, ["coffee", "jazz harmony"], k=10, repeats=2)
     assert [p.plan for p in out] == [p.plan for p in points] and [p.effectiveness for p in out] == [0.5, 0.9]
@@ -358,9 +365,9 @@ def test_frontier_latencies_keep_each_plans_slowest_pass(index_copy, tiny_model,
     slow = {("4x48:50", 2)}  # (plan, pass) pairs that run slowly
 
     def search(text, k, budget):
-        order.append(str(budget))
-        done = sum(1 for b in order if b == str(budget)) - 1  # this plan's searches before this one (warm-up first)
-        if (str(budget), (done - 1) // 2 if done else -1) in slow:
+        order.append(pinned(searcher))
+        done = order.count(order[-1]) - 1  # this plan's searches before this one (warm-up first)
+        if (order[-1], (done - 1) // 2 if done else -1) in slow:
             time.sleep(0.02)
 
     monkeypatch.setattr(searcher, "search", search)
@@ -385,8 +392,8 @@ def test_a_plan_that_cannot_set_the_pace_is_timed_through_the_whole_measurement(
     order = []
 
     def search(text, k, budget):
-        order.append(str(budget))
-        if str(budget) == "bm25:100" and order.count("bm25:100") in (4, 5):  # after the warm-up, its 3rd and 4th
+        order.append(pinned(searcher))
+        if order[-1] == "bm25:100" and order.count("bm25:100") in (4, 5):  # after the warm-up, its 3rd and 4th
             time.sleep(0.01)  # searches: the sweep after the dense plan's first pass, between BM25's own passes
 
     monkeypatch.setattr(searcher, "search", search)
@@ -638,3 +645,31 @@ def test_an_overrun_is_kept_up_to_a_limit(index_copy, tiny_model):
         searches += 1
     limit = planner_module.OVERRUN_MAX * 4.2
     assert limit / (1.1 * 4.2 - 0.3) < searches < limit / (1.1 * 4.2 - 2.0)  # made up from the limit, not a minute
+
+
+def test_calibration_times_a_plan_as_a_budget_that_chooses_it(index_copy, tiny_model, monkeypatch):
+    """A budgeted search costs the planner's choice and observation on top of the plan: calibration searches
+    each plan through a planner pinned to it, so its latency counts them, and says nothing of its estimate."""
+    import time
+
+    from retrieval.calibrate import end_to_end
+
+    monkeypatch.setattr(planner_module, "PACE_MIN_MS", 0.0)  # made-up estimates: plans that set the pace
+    searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
+    own = searcher.planner
+    observed = []
+    real = Planner.observe
+
+    def observe(self, plan, ms, tokens=None, **kw):
+        observed.append(str(plan))
+        time.sleep(0.005)  # the planner's work, made large
+        return real(self, plan, ms, tokens, **kw)
+
+    monkeypatch.setattr(Planner, "observe", observe)
+    points = [Point(Plan.parse("1x8:50,4x48:10"), 0.001, 0.5), Point(Plan.parse("4x48:50"), 0.002, 0.9)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # searches far over the made-up estimates: no drift warning, no budget warning
+        out = end_to_end(searcher, points, ["coffee", "jazz harmony"], k=10, repeats=8)
+    assert observed.count("1x8:50,4x48:10") == observed.count("4x48:50") == 1 + 8 * 2
+    assert all(p.ms >= 5 for p in out)  # searched by plan, no search would observe: well under 5 ms here
+    assert searcher.planner is own
