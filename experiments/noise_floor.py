@@ -127,10 +127,7 @@ def summary_table(results: dict) -> str:
                      f"{np.mean([q['later_over_1.1_at_reference_pace'] for q in plans]):.0%} | "
                      + (", ".join(f"{q['highest_over_lowest']:.2f}, {q['later_over_1.1']:.0%}" for q in bm25) or "-")
                      + " |")
-    p = results["provenance"]
-    return "\n".join(lines) + (f"\n\n`{p['command']}` at {p['git_commit'][:7]}; one thread, load average "
-                               f"{p['machine']['load_average'][0]} at the start. From "
-                               f"`experiments/results/noise_floor/noise_floor.json`.\n")
+    return "\n".join(lines) + "\n\n" + runtime.table_source(results, "experiments/results/noise_floor/noise_floor.json")
 
 
 def main(argv: list[str] | None = None) -> None:

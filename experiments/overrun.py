@@ -182,10 +182,8 @@ def summary_table(results: dict) -> str:
                      + " / ".join(f"{s[a]['nDCG@10']:.4f}" for a in ARMS) + " | "
                      f"{s[ARMS[0]]['made_up_share']:.1%} / {s[ARMS[2]]['made_up_share']:.1%} | "
                      + " / ".join("yes" if first[a]["holds"] else "no" for a in ARMS) + " |")
-    p = results["provenance"]
-    return "\n".join(lines) + (f"\n\nArms: {' / '.join(ARMS)}. `{p['command']}` at {p['git_commit'][:7]}; one "
-                               f"thread, load average {p['machine']['load_average'][0]} at the start. From "
-                               f"`experiments/results/overrun/overrun.json`.\n")
+    return "\n".join(lines) + f"\n\nArms: {' / '.join(ARMS)}. " + runtime.table_source(
+        results, "experiments/results/overrun/overrun.json")
 
 
 def main(argv: list[str] | None = None) -> None:

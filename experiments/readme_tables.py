@@ -9,6 +9,7 @@ file; this command replaces what is between the markers with the table generated
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
 import sys
@@ -125,24 +126,15 @@ def int8_tiers_table() -> str:
             f"{p['machine']['load_average'][0]} at the start. From `experiments/results/int8_tiers/1000k.json`.\n")
 
 
-def noise_floor_table() -> str:
-    """How far one plan's mean over a block of searches moves from block to block on this machine."""
-    from experiments import noise_floor
-
-    path = RESULTS / "noise_floor" / "noise_floor.json"
-    if not path.is_file():
-        return "(not measured yet: `python -m experiments.noise_floor`)\n"
-    return noise_floor.summary_table(json.loads(path.read_text()))
-
-
-def overrun_table() -> str:
-    """Budgets through stops of the machine, with and without making up the overrun."""
-    from experiments import overrun
-
-    path = RESULTS / "overrun" / "overrun.json"
-    if not path.is_file():
-        return "(not measured yet: `python -m experiments.overrun`)\n"
-    return overrun.summary_table(json.loads(path.read_text()))
+def summary_of(name: str):
+    """The README table of benchmark ``experiments.NAME``: its ``summary_table`` of its results file
+    ``experiments/results/NAME/NAME.json``."""
+    def table() -> str:
+        path = RESULTS / name / f"{name}.json"
+        if not path.is_file():
+            return f"(not measured yet: `python -m experiments.{name}`)\n"
+        return importlib.import_module(f"experiments.{name}").summary_table(json.loads(path.read_text()))
+    return table
 
 
 TABLES = {
@@ -151,8 +143,8 @@ TABLES = {
     "compare_adaptors": compare_adaptors_table,
     "default_model": default_model_table,
     "encoders": encoder_table,
-    "noise_floor": noise_floor_table,
-    "overrun": overrun_table,
+    "noise_floor": summary_of("noise_floor"),
+    "overrun": summary_of("overrun"),
     "query_path": lambda: query_path.summary_table(RESULTS / "query_path")
     if (RESULTS / "query_path").is_dir() else "(not measured yet: `python -m experiments.query_path`)\n",
 }

@@ -55,6 +55,13 @@ def heading(results: dict, title: str, note: str) -> list[str]:
             f"{p['machine']['load_average']} at start, {results['load_average_at_end']} at end. {note}", ""]
 
 
+def table_source(results: dict, path: str) -> str:
+    """A README table's last line: the command, commit and load it comes from, and its results file."""
+    p = results["provenance"]
+    return (f"`{p['command']}` at {p['git_commit'][:7]}; one thread, load average "
+            f"{p['machine']['load_average'][0]} at the start. From `{path}`.\n")
+
+
 def over_collections(module: str, argv: list[str] | None, names: list[str], run: Callable, out: Path, stem: str,
                      markdown: Callable[[dict], str], **settings) -> None:
     """A one-thread benchmark over collections with the shipped model: the provenance and ``settings``,

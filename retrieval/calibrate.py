@@ -166,10 +166,10 @@ def learn_margin(searcher: Searcher, point: Point, encoded: Encodings, qids: lis
 
 
 def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int, repeats: int = 3) -> list[Point]:
-    """The points with their latency measured as a budgeted search pays it: ``search(text, budget=ms)`` with
-    a planner that chooses the point's plan (``Planner.pinned``), so the planner's own work for each search
-    counts, query after query, in ``repeats`` passes; each pass runs every plan over every query in turn, so the passes
-    of one plan lie minutes apart. A point keeps the mean of its slowest pass. The budget contract is about
+    """The points with their latency measured as a budgeted search pays it: ``search(text, budget=ms)``
+    with a planner that chooses the point's plan (``Planner.pinned``), so the planner's own work for each
+    search counts, query after query, in ``repeats`` passes; each pass runs every plan over every query in
+    turn, so the passes of one plan lie minutes apart. A point keeps the mean of its slowest pass. The budget contract is about
     mean latency, and on a shared machine the same block of searches runs slower at some times than at
     others: a plan selected by a budget its slowest pass fits keeps that promise more often than one
     whose average pass just fits. (A mean, not a per-query median: a median drops the occasional slow

@@ -629,8 +629,8 @@ class Planner:
             plan = self.default(k) if budget is None else self._choose(float(budget), k)
             with self._lock:
                 self._chosen[key] = plan
-        if budget is not None and self._overrun.get(key, 0.0) > self.overrun_from * budget:
-            over = self._overrun[key]
+        over = self._overrun.get(key, 0.0) if budget is not None else 0.0
+        if over and over > self.overrun_from * budget:
             plan = self._cut(key, math.ceil(over / MAKE_UP_SEARCHES / budget * CUT_STEPS), plan)
         if isinstance(plan, Blend):
             with self._lock:
