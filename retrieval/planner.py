@@ -354,7 +354,7 @@ class Planner:
         self.source = "calibration" if frontier is not None else "cost model"
         self._warned = False
         self._drift_warned = False  # the calibrated drift warning is said once per planner
-        self._over: set[float] = set()  # budgets warned about: at the pace, even their cheapest plan runs over
+        self._over: set[float] = set()  # budgets warned about: even their cheapest plan runs over (at the pace, or overran)
         self._chosen: dict[tuple, Plan | Blend] = {}
         self._predicted: dict[tuple, Point | None] = {}  # (plan, calibrated) -> its latency, for observe
         self._ratios: collections.deque = collections.deque(maxlen=DRIFT_WINDOW)
@@ -639,19 +639,30 @@ class Planner:
 
     def _cut(self, key: tuple, steps: int, own: "Plan | Blend") -> "Plan | Blend":
         """What a budget making up an overrun runs: its choice at ``steps``/``CUT_STEPS`` less (the cheapest
-        plan at most), cached per step; ``own`` itself where that is what it chooses anyway."""
-        budget, k = key
-        steps = min(steps, CUT_STEPS)
+        plan at most), cached per step; ``own`` itself where that is what it chooses anyway. A budget whose
+        own plan is already the cheapest has nothing to make an overrun up on, and warns once that it cannot
+        be kept now (a machine running slower than calibration measured it)."""
+        plan = self._cut_to(key, min(steps, CUT_STEPS), own)
+        if plan is not own:
+            with self._lock:
+                self.made_up[key] += 1
+        elif key[0] not in self._over and self._cut_to(key, CUT_STEPS, own) is own:
+            self._over.add(key[0])  # nothing cheaper to make it up on: say so, once per budget
+            warnings.warn(f"budget {key[0]:g} ms cannot be kept now: its searches ran "
+                          f"{self._overrun.get(key, 0.0):.1f} ms past it, and it already runs the cheapest "
+                          f"plan ({_runs(own)[0]})", stacklevel=4)
+        return plan
+
+    def _cut_to(self, key: tuple, steps: int, own: "Plan | Blend") -> "Plan | Blend":
+        """A budget's choice at ``steps``/``CUT_STEPS`` less, cached; ``own`` itself where it runs the same."""
         plan = self._chosen.get((*key, steps))
         if plan is None:
+            budget, k = key
             plan = self._choose(budget * (1 - steps / CUT_STEPS), k, cut=True)
             if _runs(plan) == _runs(own):
                 plan = own
             with self._lock:
                 self._chosen[(*key, steps)] = plan
-        if plan is not own:
-            with self._lock:
-                self.made_up[key] += 1
         return plan
 
     def _choose(self, budget: float, k: int, cut: bool = False) -> "Plan | Blend":

@@ -588,14 +588,19 @@ def test_a_budget_makes_up_an_overrun_on_cheaper_plans_and_its_mean_holds(index_
     assert planner.pace == 1.0  # one stop sets no pace
 
 
-def test_a_budget_on_the_cheapest_plan_overruns_without_an_error(index_copy, tiny_model):
+def test_a_budget_on_the_cheapest_plan_overruns_without_an_error_and_says_once_it_cannot_be_kept(index_copy, tiny_model):
     planner, cheap, middle, slow = three_plan_planner(index_copy, tiny_model)
     for _ in range(3):
         planner.observe(cheap, 100.0, budget=0.35, k=10)
-    assert planner.choose(0.35, 10) == cheap and planner.made_up[(0.35, 10)] == 0  # nothing cheaper to run
-    for _ in range(3):  # another budget's overrun is its own
-        planner.observe(slow, 100.0, budget=4.2, k=10)
-    assert planner.choose(4.2, 10) == cheap and planner.choose(4.2, 5) == slow and planner.choose(2.5, 10) == middle
+    with pytest.warns(UserWarning, match=r"budget 0.35 ms cannot be kept now: .* already runs the cheapest plan \(bm25:100\)"):
+        assert planner.choose(0.35, 10) == cheap and planner.made_up[(0.35, 10)] == 0  # nothing cheaper to run
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once; a budget with cheaper plans makes its overrun up in silence
+        assert planner.choose(0.35, 10) == cheap
+        for _ in range(3):  # another budget's overrun is its own
+            planner.observe(slow, 100.0, budget=4.2, k=10)
+        assert planner.choose(4.2, 10) == cheap and planner.choose(4.2, 5) == slow
+        assert planner.choose(2.5, 10) == middle
     with pytest.raises(ValueError, match="below the cheapest"):
         planner.choose(0.29, 10)  # a cut budget never is, but a budget below every plan still is
 
