@@ -640,13 +640,15 @@ class Planner:
     def _cut(self, key: tuple, steps: int, own: "Plan | Blend") -> "Plan | Blend":
         """What a budget making up an overrun runs: its choice at ``steps``/``CUT_STEPS`` less (the cheapest
         plan at most), cached per step; ``own`` itself where that is what it chooses anyway. A budget whose
-        own plan is already the cheapest has nothing to make an overrun up on, and warns once that it cannot
-        be kept now (a machine running slower than calibration measured it)."""
+        own plan is already the cheapest has nothing to make an overrun up on: once the overrun calls for a
+        cut past the cheapest plan (``MAKE_UP_SEARCHES`` budgets; a few slow searches of a sub-millisecond
+        budget, which its later searches make up, stay below that), it warns once that it cannot be kept
+        now."""
         plan = self._cut_to(key, min(steps, CUT_STEPS), own)
         if plan is not own:
             with self._lock:
                 self.made_up[key] += 1
-        elif key[0] not in self._over and self._cut_to(key, CUT_STEPS, own) is own:
+        elif steps > CUT_STEPS and key[0] not in self._over and self._cut_to(key, CUT_STEPS, own) is own:
             self._over.add(key[0])  # nothing cheaper to make it up on: say so, once per budget
             warnings.warn(f"budget {key[0]:g} ms cannot be kept now: its searches ran "
                           f"{self._overrun.get(key, 0.0):.1f} ms past it, and it already runs the cheapest "

@@ -590,6 +590,10 @@ def test_a_budget_makes_up_an_overrun_on_cheaper_plans_and_its_mean_holds(index_
 
 def test_a_budget_on_the_cheapest_plan_overruns_without_an_error_and_says_once_it_cannot_be_kept(index_copy, tiny_model):
     planner, cheap, middle, slow = three_plan_planner(index_copy, tiny_model)
+    planner.observe(cheap, 0.35 * (1.1 + 20), budget=0.35, k=10)  # 20 budgets over: its later searches can make it up
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert planner.choose(0.35, 10) == cheap
     for _ in range(3):
         planner.observe(cheap, 100.0, budget=0.35, k=10)
     with pytest.warns(UserWarning, match=r"budget 0.35 ms cannot be kept now: .* already runs the cheapest plan \(bm25:100\)"):
