@@ -55,6 +55,7 @@ import json
 import os
 import resource
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -321,9 +322,11 @@ def run(name: str, model: StarbucksModel, args) -> dict:
     budgeted = [("budget", f"budget {b:g} ms", (lambda b: lambda q: s.search(q, k=K, budget=b))(b)) for b in budget_list]
     # Budgets are timed as a search service with one budget runs: each budget over every query in a
     # block, the blocks alternating over the passes.
+    said = {"evaluation": [], "calibration": []}  # what the planner warned of in each topic set's budget blocks
     measured = {**timed(compared, topics, args.repeats),
                 **made_up(s, budget_list, lambda: timed(budgeted, topics, budget_passes(
-                    topics, args.repeats, args.budget_searches), interleave=False, reference=reference))}
+                    topics, args.repeats, args.budget_searches), interleave=False, reference=reference),
+                    said["evaluation"])}
     # Warm: the same systems, each over every query in a block (its model's weights stay in the caches).
     for system, row in timed(compared, topics, args.repeats, interleave=False).items():
         measured[system]["warm"] = {key: row[key] for key in ("mean_ms", "p50_ms", "p95_ms")}
@@ -331,7 +334,8 @@ def run(name: str, model: StarbucksModel, args) -> dict:
         row["nDCG@10"] = score(row.pop("rankings"), qrels, _ndcg())["nDCG@10"]
     # The contract itself: the same budgets searched over the calibration topics they were set on.
     on_calibration = made_up(s, budget_list, lambda: timed(budgeted, cal_topics, budget_passes(
-        cal_topics, args.repeats, args.budget_searches), interleave=False, reference=reference))
+        cal_topics, args.repeats, args.budget_searches), interleave=False, reference=reference),
+        said["calibration"])
     for row in on_calibration.values():
         row["nDCG@10"] = score(row.pop("rankings"), cal_qrels, _ndcg())["nDCG@10"]
     budget_rows = [budget_row(b, measured[f"budget {b:g} ms"], frontier) for b in budget_list]
@@ -339,17 +343,24 @@ def run(name: str, model: StarbucksModel, args) -> dict:
     return {"collection": name, "note": c.note, "queries": len(topics), "documents": len(s.index),
             "model": model.fingerprint(), "default_encoder": default, "calibration": frontier.to_dict(),
             "plans_measured": len(points), "build": build, "systems": measured, "budgets": budget_rows,
-            "budgets_on_calibration_topics": calibration_rows,
+            "budgets_on_calibration_topics": calibration_rows, "planner_warnings": said,
             "summary": summarise(measured, full, default, budget_rows, calibration_rows)}
 
 
-def made_up(searcher: Searcher, budget_list: list, run) -> dict:
+def made_up(searcher: Searcher, budget_list: list, run, said: list | None = None) -> dict:
     """``run()``'s rows of the budgets, each with how many of its searches its planner cut to make up an
     overrun (``made_up``; counted from the searcher's planner, so it takes in the block's one untimed
-    warm-up search)."""
+    warm-up search). ``said``: gets what the planner warned of meanwhile (the calibrated latency drifted,
+    a budget cannot be kept now), each message once, in order; the warnings are shown as well."""
     counts = searcher.planner.made_up
     before = {b: counts[(b, K)] for b in budget_list}
-    rows = run()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = run()
+    for w in caught:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+        if said is not None and issubclass(w.category, UserWarning) and str(w.message) not in said:
+            said.append(str(w.message))
     for b in budget_list:
         rows[f"budget {b:g} ms"]["made_up"] = counts[(b, K)] - before[b]
     return rows
@@ -500,11 +511,11 @@ def markdown(results: dict) -> str:
             lines.append(f"| {name} | {s['kind']} | {s['nDCG@10']:.4f} | {s['mean_ms']:.2f} | {s['p50_ms']:.2f} | "
                          f"{s['p95_ms']:.2f} | {warm} |")
     tables = [("Budgets over the evaluation topics (the plan each chose, its calibrated latency, and what searching "
-               "with it measured):", r["budgets"])]
+               "with it measured):", r["budgets"], "evaluation")]
     if "budgets_on_calibration_topics" in r:
         tables.append(("The same budgets over the calibration topics they were set on (the contract):",
-                       r["budgets_on_calibration_topics"]))
-    for title, rows in tables:
+                       r["budgets_on_calibration_topics"], "calibration"))
+    for title, rows, topic_set in tables:
         lines += ["", title + block_note(rows), "", "| budget ms | plan (share of searches) | predicted ms (main plan) | mean ms (every search) | p95 ms | "
                   "nDCG@10 | mean <= 1.1x budget | collector passes in its searches (full), ms | "
                   "reference workload before (and after) each pass, x calibration | "
@@ -520,8 +531,17 @@ def markdown(results: dict) -> str:
                          f"{machine_cell(b)} | {speed_cell(b)} | {speed_cell(b, 'less_steal')} | {cpu_cell(b)} | "
                          f"{b.get('made_up', '')} |")
         lines += broken_profile(rows)
+        lines += warned(r.get("planner_warnings", {}).get(topic_set))
     lines += ["", "Summary:", "", "```json", json.dumps(r["summary"], indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def warned(said: list | None) -> list[str]:
+    """Lines quoting what the planner warned of during a topic set's budget blocks (older results: not
+    recorded)."""
+    if said is None:
+        return []
+    return ["", "The planner warned: " + ("nothing." if not said else "; ".join(f'"{m}"' for m in said) + ".")]
 
 
 def block_note(rows: list) -> str:

@@ -265,3 +265,35 @@ def test_each_budgets_row_counts_the_searches_cut_to_make_up_an_overrun():
                      "repeats": 3, "load_average_at_end": 0})
     assert "searches cut to make up an overrun |" in text
     assert [line for line in text.splitlines() if line.startswith("| 2 |")][0].endswith("| 3 |")
+
+
+def test_the_query_path_benchmark_records_what_the_planner_warned_of_in_a_budget_block():
+    import collections
+    import types
+    import warnings
+
+    from experiments.query_path import made_up, markdown
+
+    searcher = types.SimpleNamespace(planner=types.SimpleNamespace(made_up=collections.Counter()))
+
+    def run():
+        for _ in range(2):  # a message is recorded once, however often it is said
+            warnings.warn("budget 0.2 ms cannot be kept now", UserWarning)
+        warnings.warn("searches take 0.6x the calibrated latency", UserWarning)
+        return {"budget 0.2 ms": {}}
+
+    said = []
+    with pytest.warns(UserWarning):  # and still shown
+        made_up(searcher, [0.2], run, said)
+    assert said == ["budget 0.2 ms cannot be kept now", "searches take 0.6x the calibrated latency"]
+    row = {"budget_ms": 0.2, "plan": "bm25:10", "predicted_ms": 0.2, "mean_ms": 0.1, "p95_ms": 0.1,
+           "nDCG@10": 0.5, "holds": True, "made_up": 0}
+    result = {"collection": "c", "note": "n", "documents": 1, "queries": 1, "default_encoder": "onnx",
+              "calibration": {"topics": "t"}, "plans_measured": 1, "systems": {}, "budgets": [row],
+              "budgets_on_calibration_topics": [row], "summary": {},
+              "planner_warnings": {"evaluation": said, "calibration": []}}
+    text = markdown({"result": result, "provenance": {"command": "x", "git_commit": "0" * 40,
+                                                       "machine": {"load_average": 0}},
+                     "repeats": 3, "load_average_at_end": 0})
+    assert 'The planner warned: "budget 0.2 ms cannot be kept now"; "searches take 0.6x the calibrated latency".' in text
+    assert "The planner warned: nothing." in text
