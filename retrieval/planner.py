@@ -63,6 +63,10 @@ MEASURE_ROUNDS = 3  # separate rounds of the encoding measurement
 MAX_SPREAD = 1.5  # rounds further apart than this: the machine was busy; not cached
 DRIFT = 1.5  # observed latency this far above or below the prediction (median of recent queries): re-measure
 DRIFT_WINDOW = 16  # budgeted queries the drift check looks at
+# A drift counts once every check has found it, on the same side, for DRIFT_SECONDS: a lasting change (another
+# machine, encoder or load) rather than a spell of the machine, which the pace follows. The query-path runs
+# saw the median of 16 searches at 1.5-1.6x for a while on collections whose budgets all held.
+DRIFT_SECONDS = 60.0
 PACE_WINDOW = 8  # budgeted queries the pace is the median of
 PACE_STEP = 0.05  # a pace this far (relative) from the one the cached choices were made at chooses again
 PACE_SLACK = 1.1  # the pace counts only when searches run slower than this (the budget contract's tolerance)
@@ -359,6 +363,8 @@ class Planner:
         self._predicted: dict[tuple, Point | None] = {}  # (plan, calibrated) -> its latency, for observe
         self._ratios: collections.deque = collections.deque(maxlen=DRIFT_WINDOW)
         self._observed = 0  # budgeted searches recorded since the last drift check
+        self._drift_side = 0  # where the last drift check found the median: 1 above DRIFT, -1 below 1/DRIFT, 0 within
+        self._drift_since = 0.0  # when the checks last moved to that side (time.monotonic)
         self._paced: collections.deque = collections.deque(maxlen=PACE_WINDOW)  # ratios of plans that set the pace
         self._quiet = 0  # budgeted searches since the last one that could set the pace
         self.pace = 1.0  # how much slower than measured searches run now (1: within PACE_SLACK)
@@ -450,8 +456,8 @@ class Planner:
         (else 1). Cached choices are made again when it moves by more than ``PACE_STEP``. After
         ``PACE_EXPIRY`` searches with none such (the pace moved a budget to BM25 alone), it returns to 1,
         so the budget tries its plan again. Drift: when the median over ``DRIFT_WINDOW`` searches of such
-        plans runs well away from 1, the cost model is measured again (calibrated plans only warn, once:
-        rerun calibrate). BM25 alone's ratio swings with the query's terms, and a plan under
+        plans runs well away from 1, on the same side, at every check for ``DRIFT_SECONDS``, the cost
+        model is measured again (calibrated plans only warn, once: rerun calibrate). BM25 alone's ratio swings with the query's terms, and a plan under
         ``PACE_MIN_MS`` with the timer's jitter, so they count towards neither; nor does a plan's first
         search, which pays its one-time set-up.
 
@@ -498,14 +504,19 @@ class Planner:
                 return
             self._observed = 0
             ratio = statistics.median(self._ratios)
-        if 1 / DRIFT <= ratio <= DRIFT:
-            return
+            side = (ratio > DRIFT) - (ratio < 1 / DRIFT)
+            now = time.monotonic()
+            if side != self._drift_side:  # the checks moved to another side: its clock starts now
+                self._drift_side, self._drift_since = side, now
+            if not side or now - self._drift_since < DRIFT_SECONDS:
+                return
+            self._drift_side = 0  # acted on: a drift after this starts its clock afresh
         if calibrated:
             # Once: the advice does not change with the ratio, and a warning is a write to stderr inside a search.
             if not self._drift_warned:
                 self._drift_warned = True
-                warnings.warn(f"searches take {ratio:.1f}x the calibrated latency: rerun starbucks calibrate "
-                              f"--remeasure on this machine", stacklevel=3)
+                warnings.warn(f"searches take {ratio:.1f}x the calibrated latency, and have for {DRIFT_SECONDS:g} s "
+                              f"or more: rerun starbucks calibrate --remeasure on this machine", stacklevel=3)
         else:
             self.remeasure()
 

@@ -92,7 +92,9 @@ def test_a_contended_measurement_is_retried_and_not_cached(index_copy, tiny_mode
     assert not fresh.contended and json.loads((index_copy / COSTS).read_text())["spread"] == 1.0
 
 
-def test_drifting_latencies_trigger_a_new_measurement(index_copy, tiny_model, monkeypatch):
+def uncalibrated_planner(index_copy, tiny_model, monkeypatch):
+    """An uncalibrated planner whose re-measurements are counted, and a plan searched once already;
+    (planner, plan, its predicted ms, the list each re-measurement appends to)."""
     searcher = Searcher(index_copy, model=tiny_model, encoder="torch", threads=1)
     planner = Planner(searcher.index, fake_costs(searcher), None, searcher)
     remeasured = []
@@ -100,11 +102,43 @@ def test_drifting_latencies_trigger_a_new_measurement(index_copy, tiny_model, mo
     plan = Plan.parse("1x8:100,4x48:10")
     predicted = planner.costs.predict(plan)
     set_up(planner, plan)
+    return planner, plan, predicted, remeasured
+
+
+def test_drifting_latencies_trigger_a_new_measurement(index_copy, tiny_model, monkeypatch):
+    monkeypatch.setattr(planner_module, "DRIFT_SECONDS", 0.0)
+    planner, plan, predicted, remeasured = uncalibrated_planner(index_copy, tiny_model, monkeypatch)
     for _ in range(DRIFT_WINDOW):
         planner.observe(plan, predicted * 1.1)  # within bounds
     assert remeasured == []
     for _ in range(DRIFT_WINDOW):
         planner.observe(plan, predicted * 4)  # the machine got slower
+    assert remeasured == [1]
+
+
+def test_a_drift_counts_only_once_it_has_lasted(index_copy, tiny_model, monkeypatch):
+    import time
+
+    planner, plan, predicted, remeasured = uncalibrated_planner(index_copy, tiny_model, monkeypatch)
+
+    def window(ratio):
+        for _ in range(DRIFT_WINDOW):
+            planner.observe(plan, predicted * ratio)
+
+    monkeypatch.setattr(planner_module, "DRIFT_SECONDS", 3600.0)
+    for _ in range(8):
+        window(4)  # a spell of the machine, however slow: the pace follows it
+    assert remeasured == []
+    monkeypatch.setattr(planner_module, "DRIFT_SECONDS", 0.05)
+    window(1)  # back within bounds: a drift after this starts its clock afresh
+    window(4)
+    time.sleep(0.06)
+    window(1)
+    window(4)  # its clock started again
+    assert remeasured == []
+    window(0.2)  # and again on the other side
+    time.sleep(0.06)
+    window(0.2)  # lasted
     assert remeasured == [1]
 
 
@@ -275,7 +309,8 @@ def test_a_plans_first_search_sets_neither_pace_nor_drift(index_copy, tiny_model
     assert planner.pace == pytest.approx(1.2)  # and searches after it count as usual
 
 
-def test_the_drift_warning_is_said_once(index_copy, tiny_model):
+def test_the_drift_warning_is_said_once(index_copy, tiny_model, monkeypatch):
+    monkeypatch.setattr(planner_module, "DRIFT_SECONDS", 0.0)
     planner, cheap, slow = bm25_and_dense_planner(index_copy, tiny_model)
     with pytest.warns(UserWarning, match="2.5x the calibrated latency") as said:
         for i in range(4 * DRIFT_WINDOW):
@@ -423,6 +458,7 @@ def test_a_budget_the_pace_puts_out_of_reach_warns_once(index_copy, tiny_model):
 
 
 def test_sub_millisecond_plans_never_trigger_the_drift_check(index_copy, tiny_model, monkeypatch):
+    monkeypatch.setattr(planner_module, "DRIFT_SECONDS", 0.0)
     planner, cheap, slow = bm25_and_dense_planner(index_copy, tiny_model)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
