@@ -502,6 +502,7 @@ def markdown(results: dict) -> str:
              f"(each query's median); load average {p['machine']['load_average']} at start, "
              f"{results['load_average_at_end']} at end.", "",
              f"Calibrated with {r['default_encoder']} on {r['calibration']['topics']} ({r['plans_measured']} plans).", "",
+             *timed_table(r["calibration"].get("timed")),
              "Timed in turn (each query through every system) and warm (each system over every query in a block):", "",
              "| system | kind | nDCG@10 | mean ms | p50 ms | p95 ms | warm mean ms | warm p95 ms |",
              "|---|---|---|---|---|---|---|---|"]
@@ -534,6 +535,20 @@ def markdown(results: dict) -> str:
         lines += warned(r.get("planner_warnings", {}).get(topic_set))
     lines += ["", "Summary:", "", "```json", json.dumps(r["summary"], indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def timed_table(timed: list | None) -> list[str]:
+    """Lines of a table of every plan calibration timed end to end, and whether it stayed on the frontier
+    (older results: not recorded)."""
+    if not timed:
+        return []
+    lines = ["Every plan calibration timed end to end (the grid's frontier; the frontier's plans timed twice):", "",
+             "| plan | nDCG@10 (calibration topics) | grid estimate ms | end-to-end ms | on the frontier |",
+             "|---|---|---|---|---|"]
+    for t in timed:
+        lines.append(f"| {t['plan']} | {t['effectiveness']:.4f} | {t['grid_ms']:.2f} | "
+                     f"{' / '.join(f'{ms:.2f}' for ms in t['ms'])} | {'yes' if t['on_frontier'] else 'no'} |")
+    return lines + [""]
 
 
 def warned(said: list | None) -> list[str]:

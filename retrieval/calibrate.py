@@ -245,7 +245,8 @@ def per_token(tokens: np.ndarray, ms: np.ndarray) -> dict:
     return {"per_token_ms": slope, "tokens": float(tokens.mean())}
 
 
-def confirm(searcher: Searcher, chosen: list[Point], texts: list[str], k: int) -> list[Point]:
+def confirm(searcher: Searcher, chosen: list[Point], texts: list[str], k: int,
+            again: dict | None = None) -> list[Point]:
     """The chosen frontier timed end to end once more, after it was chosen: each point takes the latency
     of this second measurement, and the frontier is taken again over them.
 
@@ -254,10 +255,13 @@ def confirm(searcher: Searcher, chosen: list[Point], texts: list[str], k: int) -
     their latencies from the measurement that chose them run low, their budgets then run over, and the
     planner's pace moves them to cheaper plans. A measurement taken after the choice has no such bias.
     (Keeping the slower of the two instead over-states every plan: a slowest pass of six rather than
-    of three, and a budget then takes a weaker plan than it could.)"""
-    again = end_to_end(searcher, chosen, texts, k)
+    of three, and a budget then takes a weaker plan than it could.) ``again``: gets each chosen plan's
+    second latency, by plan."""
+    second = end_to_end(searcher, chosen, texts, k)
+    if again is not None:
+        again.update({q.plan: q.ms for q in second})
     return pareto([dataclasses.replace(p, ms=q.ms, per_token_ms=q.per_token_ms, tokens=q.tokens)
-                   for p, q in zip(chosen, again)])
+                   for p, q in zip(chosen, second)])
 
 
 def calibrate(searcher: Searcher, topics: dict[str, str], qrels: Qrels, measure: str = "nDCG@10",
@@ -286,10 +290,17 @@ def calibrate(searcher: Searcher, topics: dict[str, str], qrels: Qrels, measure:
     plans += [p.with_encoder(kind) for kind in query_encoders for p in plans if p.sizes]
     points = measure_plans(searcher, plans, encoded, qids, qrels, m, k, progress)
     settle()  # the grid's rankings, kept, stay out of the collector's passes during the timings that follow
-    chosen = pareto(end_to_end(searcher, pareto(points), texts, k))
+    candidates = pareto(points)
+    first = end_to_end(searcher, candidates, texts, k)
+    chosen, again = pareto(first), {}
     frontier = [learn_margin(searcher, p, encoded, qids, qrels, m, k, tolerance)
                 if len(p.plan) > 1 and not p.plan.uses_bm25 else p
-                for p in confirm(searcher, chosen, texts, k)]
+                for p in confirm(searcher, chosen, texts, k, again)]
+    kept = {p.plan for p in frontier}
+    timed = [{"plan": str(c.plan), "effectiveness": c.effectiveness, "grid_ms": c.ms,
+              "ms": [f.ms] + ([again[c.plan]] if c.plan in again else []), "on_frontier": c.plan in kept}
+             for c, f in zip(candidates, first)]
     result = Frontier(machine=searcher_key(searcher), index=index_key(searcher.index), measure=str(m), k=k,
-                      topics=topics_name, queries=len(qids), plans_measured=len(plans), points=frontier)
+                      topics=topics_name, queries=len(qids), plans_measured=len(plans), points=frontier,
+                      timed=timed)
     return result, points

@@ -76,6 +76,10 @@ class Frontier:
     queries: int
     plans_measured: int
     points: list[Point]  # the Pareto frontier, cheapest first
+    # Every plan calibration timed end to end (the grid's frontier): its plan, effectiveness, the grid's
+    # estimate, each end-to-end latency measured (the second only where it was chosen), and whether it is on
+    # the frontier. A profile of the choice, never used to plan: it tells a plan the machine's noise dropped.
+    timed: list[dict] = dataclasses.field(default_factory=list)
 
     def choose(self, budget: float, k: int, pace: float = 1.0, tokens: float | None = None,
                floor: bool = False) -> Plan | None:

@@ -66,6 +66,13 @@ def test_frontier_is_the_pareto_set_of_the_measured_plans(calibrated):
     assert kept[-1].effectiveness == max(p.effectiveness for p in points) == 1.0
     saved = json.loads((folder / CALIBRATION).read_text())
     assert saved["machine"] == frontier.machine and "encoder=" in saved["machine"] and Frontier.from_dict(saved) == frontier
+    # What calibration timed end to end is kept with it: every plan of the grid's frontier, once, and the
+    # chosen ones twice; the frontier's plans are marked, each at its second latency.
+    timed = {t["plan"]: t for t in frontier.timed}
+    assert set(timed) == {str(p.plan) for p in grid}
+    assert all(1 <= len(t["ms"]) <= 2 and all(ms > 0 for ms in t["ms"]) for t in timed.values())
+    assert {plan for plan, t in timed.items() if t["on_frontier"]} == {str(p.plan) for p in kept}
+    assert all(timed[str(p.plan)]["ms"][-1] == p.ms and len(timed[str(p.plan)]["ms"]) == 2 for p in kept)
 
 
 def test_budget_picks_the_most_effective_calibrated_plan_within_it(calibrated, tiny_model):

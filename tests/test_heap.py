@@ -292,8 +292,11 @@ def test_the_query_path_benchmark_records_what_the_planner_warned_of_in_a_budget
               "calibration": {"topics": "t"}, "plans_measured": 1, "systems": {}, "budgets": [row],
               "budgets_on_calibration_topics": [row], "summary": {},
               "planner_warnings": {"evaluation": said, "calibration": []}}
+    result["calibration"]["timed"] = [{"plan": "bm25:100,3x64:10", "effectiveness": 0.345, "grid_ms": 1.01,
+                                       "ms": [2.41], "on_frontier": False}]
     text = markdown({"result": result, "provenance": {"command": "x", "git_commit": "0" * 40,
                                                        "machine": {"load_average": 0}},
                      "repeats": 3, "load_average_at_end": 0})
     assert 'The planner warned: "budget 0.2 ms cannot be kept now"; "searches take 0.6x the calibrated latency".' in text
     assert "The planner warned: nothing." in text
+    assert "| bm25:100,3x64:10 | 0.3450 | 1.01 | 2.41 | no |" in text  # what calibration timed, and dropped
