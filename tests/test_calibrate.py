@@ -193,3 +193,30 @@ def test_a_plan_that_does_not_set_the_pace_keeps_the_slower_of_its_two_latencies
     # plan that sets the pace takes its second, which did not choose it.
     assert [(str(p.plan), p.ms) for p in confirmed] == [("bm25:100", 0.3), ("1x8:10", 0.45), ("4x48:100", 2.5)]
     assert seconds == again
+
+
+def test_a_plan_dropped_by_a_reading_the_second_timing_overturned_is_timed_again(monkeypatch):
+    import retrieval.calibrate as cal
+
+    a, b, c, d = (Plan.parse(p) for p in ("1x8:100", "2x16:100,4x48:10", "3x32:100,4x48:10", "4x48:100"))
+    candidates = [Point(a, 0.8, 0.3), Point(b, 1.2, 0.4), Point(c, 1.4, 0.5), Point(d, 2.0, 0.6)]
+    readings = iter([{a: 1.0, b: 1.75, c: 1.65, d: 3.0},  # c, timed in a fast spell, beats b
+                     {a: 1.0, c: 2.6, d: 2.5},  # timed again, c is beaten in turn
+                     {b: 1.8}])  # b's second chance
+    calls = []
+
+    def timed(searcher, points, texts, k):
+        ms = next(readings)
+        calls.append([p.plan for p in points])
+        return [Point(p.plan, ms[p.plan], p.effectiveness) for p in points]
+
+    monkeypatch.setattr(cal, "end_to_end", timed)
+    confirmed, first, again = cal.choose_frontier(None, candidates, ["q"], 10)
+    assert calls == [[a, b, c, d], [a, c, d], [b]]
+    assert [(p.plan, p.ms) for p in confirmed] == [(a, 1.0), (b, 1.8), (d, 2.5)]
+    assert again == {a: 1.0, c: 2.6, d: 2.5, b: 1.8}
+    # Nothing is timed a third time where the confirmation overturned nothing.
+    readings = iter([{a: 1.0, b: 1.75, c: 1.65, d: 3.0}, {a: 1.0, c: 1.6, d: 2.9}])
+    calls.clear()
+    confirmed, _, _ = cal.choose_frontier(None, candidates, ["q"], 10)
+    assert calls == [[a, b, c, d], [a, c, d]] and [p.plan for p in confirmed] == [a, c, d]
