@@ -293,8 +293,8 @@ def choose_frontier(searcher: Searcher, candidates: list[Point], texts: list[str
 def second_chances(first: list[Point], chosen: list[Point], confirmed: list[Point]) -> list[Point]:
     """The plans ``first`` timed and did not choose that no plan the confirmation kept beats, by the
     first timings: what dropped them was a reading the second timing overturned."""
-    picked = {p.plan for p in chosen}
-    stayed = [p for p in first if p.plan in {q.plan for q in confirmed}]
+    picked, kept = {p.plan for p in chosen}, {p.plan for p in confirmed}
+    stayed = [p for p in first if p.plan in kept]
     return [p for p in first if p.plan not in picked and any(q is p for q in pareto(stayed + [p]))]
 
 
