@@ -165,7 +165,8 @@ def learn_margin(searcher: Searcher, point: Point, encoded: Encodings, qids: lis
     return Point(plan, point.ms, point.effectiveness, margin, early_effect)
 
 
-def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int, repeats: int = 3) -> list[Point]:
+def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int, repeats: int = 3,
+               passes: dict | None = None) -> list[Point]:
     """The points with their latency measured as a budgeted search pays it: ``search(text, budget=ms)``
     with a planner that chooses the point's plan (``Planner.pinned``), so the planner's own work for each
     search counts, query after query, in ``repeats`` passes; each pass runs every plan over every query in
@@ -189,6 +190,8 @@ def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int
     the encoder's weights pass through the caches between them, so the sum under-states the whole
     (by 10-40 % here). Only the grid's Pareto points are measured again: they are few, and a plan the
     grid finds dominated stays dominated by much the same margin.
+
+    ``passes``: gets each plan's pass means (ms), in order, by plan.
     """
     times = np.empty((len(points), repeats, len(texts)))
     steady = {j: [] for j, p in enumerate(points) if not sets_pace(p.plan, p.ms)}  # each one's searches, in order
@@ -218,6 +221,8 @@ def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int
     finally:
         searcher._planner = own
     slowest = times.mean(axis=2).max(axis=1)
+    if passes is not None:
+        passes.update({p.plan: times[j].mean(axis=1).tolist() for j, p in enumerate(points)})
     for j, searches in steady.items():
         slowest[j] = max(slowest[j], slowest_window(np.concatenate(searches), STEADY_WINDOW))
     tokens = np.asarray(searcher.encoder.token_counts(texts), dtype=np.float64)
