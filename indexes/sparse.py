@@ -106,7 +106,13 @@ class SparseIndex:
         top_s = np.empty((len(all_scores), k), dtype=np.float32)
         top_i = np.empty((len(all_scores), k), dtype=np.int64)
         for i, s in enumerate(all_scores):
-            part = np.argpartition(-s, k - 1)[:k] if k < n else np.arange(n)
+            if k < n:  # the k best; at the cut, the tied rows in row order, as any deeper ranking has them
+                part = np.argpartition(-s, k - 1)[:k]
+                cut = s[part].min()
+                above = part[s[part] > cut]
+                part = np.concatenate([above, np.flatnonzero(s == cut)[: k - len(above)]])
+            else:
+                part = np.arange(n)
             order = part[np.lexsort((part, -s[part]))]
             top_s[i], top_i[i] = s[order], order
         return top_s, top_i, all_scores

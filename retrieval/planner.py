@@ -605,7 +605,7 @@ class Planner:
             return []
         n = len(self.index)
         full = max(self.index.sizes)
-        plans = [Plan([Stage(BM25, max(k, min(1000, n)))])]
+        plans = [Plan([Stage(BM25, k)])]  # alone, it returns its top k: ranking deeper buys nothing
         for keep in sorted({min(x, n) for x in SPARSE_KEEPS if x >= k} | {min(max(k, 100), n)}):
             plans.append(Plan([Stage(BM25, keep), Stage(full, k)]))
             plans += [Plan([Stage(BM25, keep), Stage(full, k, fuse)]) for fuse in FUSIONS]

@@ -217,7 +217,9 @@ class Searcher:
         t = time.perf_counter()
         sparse = None  # per query, every row's BM25 score (for fusion)
         if first.sparse:
-            scores, rows, sparse = self.index.bm25.search(texts, first.keep)
+            # Alone, BM25 returns its top k, which its top k ranks as its top 1,000 would: no deeper.
+            depth = min(first.keep, k) if len(plan) == 1 else first.keep
+            scores, rows, sparse = self.index.bm25.search(texts, depth)
         else:
             scores, rows = self.first_stage(first, vectors[first.size])
         rankings = [self._valid(scores[i], rows[i]) for i in range(n)]

@@ -106,6 +106,27 @@ def test_bm25_stage_matches_bm25s(hybrid_index, tiny_model):
         np.testing.assert_allclose(got, np.sort(ref)[::-1][:20], rtol=1e-5)
 
 
+def test_bm25_alone_ranks_only_its_top_k_as_a_deeper_ranking_would(hybrid_index, tiny_model, monkeypatch):
+    folder, _ = hybrid_index
+    searcher = Searcher(folder, model=tiny_model, encoder="torch", threads=1)
+    sparse = searcher.index.bm25
+    for query in [*QUERIES, "coffee", "the of and"]:
+        deep_scores, deep_rows, _ = sparse.search([query], 150)
+        for k in (1, 5, 20):
+            scores, rows, _ = sparse.search([query], k)
+            np.testing.assert_array_equal(rows[0], deep_rows[0][:k])  # ties at the cut too: by row
+            np.testing.assert_array_equal(scores[0], deep_scores[0][:k])
+    scores, rows, _ = sparse.search(["the of and"], 5)  # nothing scores: the first rows, in order
+    assert rows[0].tolist() == [0, 1, 2, 3, 4] and not scores.any()
+    depths = []
+    real = sparse.search
+    monkeypatch.setattr(sparse, "search", lambda texts, k: depths.append(k) or real(texts, k))
+    alone = searcher.search(QUERIES[0], k=5, budget="bm25:100")
+    searcher.search(QUERIES[0], k=5, budget="bm25:100,4x48:10")
+    assert depths == [5, 100]  # alone, it searches only as deep as it returns; a shortlist, as deep as it keeps
+    assert alone.docids == searcher.search(QUERIES[0], k=5, budget="bm25:5").docids
+
+
 @pytest.mark.parametrize("how", ["rrf", "linear:0.3"])
 def test_fusion_matches_a_reference(hybrid_index, tiny_model, how):
     folder, texts = hybrid_index
@@ -162,7 +183,9 @@ def test_planner_and_calibration_consider_bm25_plans(hybrid_index, tiny_model, t
     shutil.copytree(hybrid_index[0], folder)
     searcher = Searcher(folder, model=tiny_model, encoder="torch", threads=1)
     plans = searcher.planner.candidates(10)
-    assert Plan.parse("bm25:100,4x48:10,fuse=rrf") in plans and Plan.parse("bm25:150") in plans
+    assert Plan.parse("bm25:100,4x48:10,fuse=rrf") in plans
+    # BM25 alone returns its top k: the plan ranks no deeper.
+    assert [p for p in plans if p.uses_bm25 and len(p) == 1] == [Plan.parse("bm25:10")]
     # Each earlier layer's exit (its widest stored size) reranks and fuses BM25 shortlists too.
     exits = {str(p[-1].size) for p in plans if p[0].sparse and len(p) == 2 and p[-1].size.layer < 4}
     assert searcher.index.sizes == [Size(2, 16), Size(4, 48)] and exits == {"2x16"}
