@@ -542,7 +542,7 @@ def timed_table(timed: list | None) -> list[str]:
     (older results: not recorded)."""
     if not timed:
         return []
-    lines = ["Every plan calibration timed end to end (the grid's frontier; the frontier's plans timed twice):", "",
+    lines = ["Every plan calibration timed end to end (the grid's frontier), each latency measured in order:", "",
              "| plan | nDCG@10 (calibration topics) | grid estimate ms | end-to-end ms | on the frontier |",
              "|---|---|---|---|---|"]
     for t in timed:

@@ -144,6 +144,7 @@ TABLES = {
     "default_model": default_model_table,
     "encoders": encoder_table,
     "noise_floor": summary_of("noise_floor"),
+    "frontier_choice": summary_of("frontier_choice"),
     "overrun": summary_of("overrun"),
     "query_path": lambda: query_path.summary_table(RESULTS / "query_path")
     if (RESULTS / "query_path").is_dir() else "(not measured yet: `python -m experiments.query_path`)\n",

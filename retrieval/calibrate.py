@@ -10,12 +10,11 @@ tried with them too (``encoder=onnx-int8``): a budget can then buy a cheaper enc
 query rather than a smaller size. The topics say what each encoding costs in effectiveness.
 
 The plans on the Pareto frontier of those estimates are then timed end to end, as searches
-(``end_to_end``), and the frontier is taken again over those measured latencies; its plans are then
-timed once more, and each takes the latency of that second measurement, which did not choose them
-(``confirm``). A plan whose searches do not set the planner's pace (BM25 alone) keeps its budgets
-through a slow spell of the machine: it is timed after every other plan's pass as well, and takes its
-slowest mean over 1,000 consecutive searches (``STEADY_WINDOW``). Effectiveness is scored with
-ir-measures.
+(``end_to_end``), twice, and the frontier is taken again over the mean of each plan's two measured
+latencies (``choose_frontier``). A plan whose searches do not set the planner's pace (BM25 alone)
+keeps its budgets through a slow spell of the machine: it is timed after every other plan's pass as
+well, and takes its slowest mean over 1,000 consecutive searches (``STEADY_WINDOW``) in either
+measurement. Effectiveness is scored with ir-measures.
 
 Early stopping: for each multi-stage frontier plan, a query whose shortlist is
 decisive (``searcher.decisiveness`` of its first stage reaches a margin) skips the
@@ -48,6 +47,8 @@ QUERY_VARIANTS = {"onnx": ("onnx-int8",)}
 # A plan that does not set the pace is calibrated at its slowest mean over this many consecutive searches
 # (``end_to_end``): as many as a budget's verdict in ``experiments.query_path`` is a mean over.
 STEADY_WINDOW = 1000
+# End-to-end timings of every plan the frontier is chosen from (``choose_frontier``).
+TIMINGS = 2
 
 
 class Encoded:
@@ -250,57 +251,32 @@ def per_token(tokens: np.ndarray, ms: np.ndarray) -> dict:
     return {"per_token_ms": slope, "tokens": float(tokens.mean())}
 
 
-def confirm(searcher: Searcher, chosen: list[Point], texts: list[str], k: int,
-            again: dict | None = None) -> list[Point]:
-    """The chosen frontier timed end to end once more, after it was chosen: each point takes the latency
-    of this second measurement, and the frontier is taken again over them.
+def choose_frontier(searcher: Searcher, candidates: list[Point], texts: list[str], k: int,
+                    timings: int = TIMINGS) -> tuple[list[Point], list[list[Point]]]:
+    """The frontier of ``candidates`` timed end to end: every candidate is timed ``timings`` times
+    (``end_to_end``, one measurement after another), and a plan takes the mean of its latencies; a plan
+    that does not set the planner's pace (``sets_pace``: BM25 alone, or one under half a millisecond),
+    the slowest. (frontier, each timing's points)
 
-    Choosing a frontier by measured latency favours the plans timed during a fast spell, most of all
-    among plans that cost about the same (the same cascade with BM25 shortlists of 200 or 500, say):
-    their latencies from the measurement that chose them run low, their budgets then run over, and the
-    planner's pace moves them to cheaper plans. A measurement taken after the choice has no such bias.
-    (Keeping the slower of the two instead over-states every plan: a slowest pass of six rather than
-    of three, and a budget then takes a weaker plan than it could.)
-
-    A plan that does not set the planner's pace (``sets_pace``: BM25 alone, or one under half a
-    millisecond) keeps the slower of its two latencies: it keeps its budgets through a slow spell, so its
-    latency must hold through one anywhere in the whole measurement (``end_to_end``), and the cheapest
-    plan has nothing cheaper to make up on. (The query-path runs' records: SciFact's BM25 alone read
-    0.30 then 0.24 ms, and its budget, set from the second, ran 1.30x.) ``again``: gets each chosen
-    plan's second latency, by plan."""
-    second = end_to_end(searcher, chosen, texts, k)
-    if again is not None:
-        again.update({q.plan: q.ms for q in second})
-    return pareto([dataclasses.replace(p, ms=q.ms if sets_pace(p.plan, p.ms) else max(p.ms, q.ms),
-                                       per_token_ms=q.per_token_ms, tokens=q.tokens)
-                   for p, q in zip(chosen, second)])
-
-
-def choose_frontier(searcher: Searcher, candidates: list[Point], texts: list[str],
-                    k: int) -> tuple[list[Point], list[Point], dict]:
-    """The frontier of ``candidates`` timed end to end: chosen by a first timing, confirmed by a second
-    (``confirm``), and the plans the first timing dropped only through plans the second then dropped
-    (``second_chances``) timed a second time and offered again. (confirmed frontier, first timings,
-    second latencies by plan)
-
-    A plan timed in a fast spell is dropped by its second timing, but the plans its fast reading beat
-    had no second timing to overturn theirs: in a query-path run, BM25's 100 fused with the full size
-    read 1.65 ms, dropping the 3- and 4-layer plans (1.75 and 2.0 ms), then 2.58 ms, dropping itself."""
-    first = end_to_end(searcher, candidates, texts, k)
-    chosen, again = pareto(first), {}
-    confirmed = confirm(searcher, chosen, texts, k, again)
-    retry = second_chances(first, chosen, confirmed)
-    if retry:
-        confirmed = pareto(confirmed + confirm(searcher, retry, texts, k, again))
-    return confirmed, first, again
-
-
-def second_chances(first: list[Point], chosen: list[Point], confirmed: list[Point]) -> list[Point]:
-    """The plans ``first`` timed and did not choose that no plan the confirmation kept beats, by the
-    first timings: what dropped them was a reading the second timing overturned."""
-    picked, kept = {p.plan for p in chosen}, {p.plan for p in confirmed}
-    stayed = [p for p in first if p.plan in kept]
-    return [p for p in first if p.plan not in picked and any(q is p for q in pareto(stayed + [p]))]
+    On a shared machine a spell moves every plan timed in it alike: one calibration's three passes over
+    every plan can run 1.5x slower than the next one's (``experiments.frontier_choice``). A frontier
+    chosen from one timing, or from a timing of some plans and a later one of others, keeps or drops a
+    plan by the spell it was timed in; every candidate timed in every measurement is weighed by all of
+    them alike. Replayed on ten timings of every plan calibration considered, this kept more of the plans
+    that belong on the frontier than choosing by one timing and confirming the chosen plans by a second,
+    with more budgets holding and as many plans timed. A plan that does not set the pace keeps its budgets
+    through a slow spell, so its latency must hold through one anywhere in the measurement, and the
+    cheapest plan has nothing cheaper to make up on: it keeps its slowest timing."""
+    if timings < 1:
+        raise ValueError(f"timings must be 1 or more, not {timings!r}")
+    measured = [end_to_end(searcher, candidates, texts, k) for _ in range(timings)]
+    points = []
+    for p, *times in zip(candidates, *measured):
+        ms = [t.ms for t in times]
+        latency = statistics.fmean(ms) if sets_pace(p.plan, statistics.fmean(ms)) else max(ms)
+        points.append(dataclasses.replace(times[-1], ms=latency,
+                                          per_token_ms=statistics.fmean(t.per_token_ms for t in times)))
+    return pareto(points), measured
 
 
 def calibrate(searcher: Searcher, topics: dict[str, str], qrels: Qrels, measure: str = "nDCG@10",
@@ -330,14 +306,14 @@ def calibrate(searcher: Searcher, topics: dict[str, str], qrels: Qrels, measure:
     points = measure_plans(searcher, plans, encoded, qids, qrels, m, k, progress)
     settle()  # the grid's rankings, kept, stay out of the collector's passes during the timings that follow
     candidates = pareto(points)
-    confirmed, first, again = choose_frontier(searcher, candidates, texts, k)
+    chosen, measured = choose_frontier(searcher, candidates, texts, k)
     frontier = [learn_margin(searcher, p, encoded, qids, qrels, m, k, tolerance)
                 if len(p.plan) > 1 and not p.plan.uses_bm25 else p
-                for p in confirmed]
+                for p in chosen]
     kept = {p.plan for p in frontier}
     timed = [{"plan": str(c.plan), "effectiveness": c.effectiveness, "grid_ms": c.ms,
-              "ms": [f.ms] + ([again[c.plan]] if c.plan in again else []), "on_frontier": c.plan in kept}
-             for c, f in zip(candidates, first)]
+              "ms": [t.ms for t in times], "on_frontier": c.plan in kept}
+             for c, *times in zip(candidates, *measured)]
     result = Frontier(machine=searcher_key(searcher), index=index_key(searcher.index), measure=str(m), k=k,
                       topics=topics_name, queries=len(qids), plans_measured=len(plans), points=frontier,
                       timed=timed)

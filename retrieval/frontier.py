@@ -77,8 +77,8 @@ class Frontier:
     plans_measured: int
     points: list[Point]  # the Pareto frontier, cheapest first
     # Every plan calibration timed end to end (the grid's frontier): its plan, effectiveness, the grid's
-    # estimate, each end-to-end latency measured (a second where it was chosen or given a second chance), and whether it is on
-    # the frontier. A profile of the choice, never used to plan: it tells a plan the machine's noise dropped.
+    # estimate, each end-to-end latency measured (``calibrate.choose_frontier``), and whether it is on the
+    # frontier. A profile of the choice, never used to plan: it tells a plan the machine's noise dropped.
     timed: list[dict] = dataclasses.field(default_factory=list)
 
     def choose(self, budget: float, k: int, pace: float = 1.0, tokens: float | None = None,

@@ -230,3 +230,44 @@ def test_the_overrun_benchmark_stops_the_same_searches_of_both_stopped_arms_and_
     # the cheapest plan's budget apart: of the one above it, only the arm with stops and no making up broke
     assert "| c | 2 x 100 ms | 0 / 0 / 0 / 1 of 1 | " in table
     assert table.split("\n")[2].endswith("| yes / yes / no / no |")
+
+
+def test_the_frontier_choice_replays_each_rule_on_recorded_timings_and_judges_it_on_the_others():
+    import retrieval.calibrate as cal
+    from experiments.frontier_choice import RULES, Replay, at_slowest_speed, judge, replay_all, replaying
+    from retrieval import Plan
+    from retrieval.frontier import Point
+
+    cost = {"bm25:100": 0.3, "1x8:100": 1.0, "2x16:100,4x48:10": 2.0, "4x48:100": 3.0}
+    effectiveness = {"bm25:100": 0.2, "1x8:100": 0.3, "2x16:100,4x48:10": 0.4, "4x48:100": 0.5}
+    candidates = [Point(Plan.parse(p), ms, effectiveness[p]) for p, ms in cost.items()]
+
+    def rounds(speeds):
+        return [{"ms": {p: ms * s for p, ms in cost.items()}, "passes": {p: [ms * s] * 3 for p, ms in cost.items()}}
+                for s in speeds]
+
+    # A spell of the machine moves every plan timed in it alike: two timings, the second 1.4x slower, price
+    # every plan that sets the pace at the slower one's speed, and BM25 alone at its slower reading.
+    replay = Replay([r["ms"] for r in rounds([1.0, 1.4])], (0, 1))
+    with replaying(replay):
+        assert cal.end_to_end is not None and cal.end_to_end == replay.end_to_end
+        frontier = at_slowest_speed(2)(candidates)
+    assert cal.end_to_end is not replay.end_to_end  # the real timing is back
+    assert [(str(p.plan), round(p.ms, 6)) for p in frontier] == [(p, round(ms * 1.4, 6)) for p, ms in cost.items()]
+    assert replay.calls == 2 and replay.timed == 8
+
+    # Judged against latencies 1.2x its prices, a frontier keeps every plan but breaks every budget.
+    truth = {p: ms * 1.2 for p, ms in cost.items()}
+    priced = [Point(Plan.parse(p), ms, effectiveness[p]) for p, ms in cost.items()]
+    j = judge(priced, truth, effectiveness)
+    assert j["kept"] == 1.0 and j["ratio"] == 1.0 and j["holds"] == 0.0 and abs(j["worst"] - 1.2) < 1e-12
+    # A frontier that lost its 2-layer plan is slower to the best effectiveness only if that plan was the 1 % one.
+    j = judge([q for q in priced if str(q.plan) != "2x16:100,4x48:10"], cost, effectiveness)
+    assert j["kept"] == 0.75 and j["ratio"] == 1.0 and j["lost"] > 0
+
+    # On timings that never move, every rule keeps every plan at a price that holds.
+    out = replay_all(rounds([1.0] * 5), effectiveness, candidates)
+    assert set(out) == set(RULES)
+    for rule, r in out.items():
+        assert r["kept"] == 1.0 and r["all_hold"] == 1.0 and r["ratio_over_miss"] == 0.0, rule
+        assert r["replays"] == 5 * 4 * 3 * 2

@@ -66,15 +66,15 @@ def test_frontier_is_the_pareto_set_of_the_measured_plans(calibrated):
     assert kept[-1].effectiveness == max(p.effectiveness for p in points) == 1.0
     saved = json.loads((folder / CALIBRATION).read_text())
     assert saved["machine"] == frontier.machine and "encoder=" in saved["machine"] and Frontier.from_dict(saved) == frontier
-    # What calibration timed end to end is kept with it: every plan of the grid's frontier, once, and the
-    # chosen ones twice; the frontier's plans are marked, each at its second latency.
+    # What calibration timed end to end is kept with it: every plan of the grid's frontier, twice; the
+    # frontier's plans are marked, each at the mean of its two latencies.
     timed = {t["plan"]: t for t in frontier.timed}
     assert set(timed) == {str(p.plan) for p in grid}
-    assert all(1 <= len(t["ms"]) <= 2 and all(ms > 0 for ms in t["ms"]) for t in timed.values())
+    assert all(len(t["ms"]) == 2 and all(ms > 0 for ms in t["ms"]) for t in timed.values())
     assert {plan for plan, t in timed.items() if t["on_frontier"]} == {str(p.plan) for p in kept}
-    for p in kept:  # at its second latency, or the slower of its two where it does not set the pace
+    for p in kept:  # at the mean of its two, or the slower where it does not set the pace
         ms = timed[str(p.plan)]["ms"]
-        assert len(ms) == 2 and p.ms == (ms[1] if sets_pace(p.plan, ms[0]) else max(ms))
+        assert p.ms == pytest.approx(sum(ms) / 2 if sets_pace(p.plan, sum(ms) / 2) else max(ms))
 
 
 def test_budget_picks_the_most_effective_calibrated_plan_within_it(calibrated, tiny_model):
@@ -159,51 +159,11 @@ def test_calibrate_command(index_copy, tiny_model_dir, tiny_model, tmp_path, cap
     assert "no early-stopping margin" in capsys.readouterr().err
 
 
-def test_the_chosen_frontier_is_timed_again_and_takes_the_second_latency(monkeypatch):
+def timed_in_turn(monkeypatch, readings: list[dict]) -> list:
+    """``end_to_end`` replaced by ``readings``, one per call, by plan; the plans of each call, in order."""
     import retrieval.calibrate as cal
 
-    plans = [Plan.parse(p) for p in ("1x8:100", "2x16:100,4x48:10", "4x48:100")]
-    chosen = [Point(plans[0], 1.0, 0.2), Point(plans[1], 2.0, 0.5), Point(plans[2], 3.0, 0.6)]
-    again = {plans[0]: 0.8, plans[1]: 3.5, plans[2]: 3.1}  # the middle plan was timed in a fast spell
-    calls = []
-
-    def timed_again(searcher, points, texts, k):
-        calls.append([p.plan for p in points])
-        return [Point(p.plan, again[p.plan], p.effectiveness) for p in points]
-
-    monkeypatch.setattr(cal, "end_to_end", timed_again)
-    confirmed = cal.confirm(None, chosen, ["q"], 10)
-    assert calls == [plans]  # every chosen plan, once more
-    # Each takes its second latency; the middle plan, now slower than a better one, leaves.
-    assert [(str(p.plan), p.ms) for p in confirmed] == [("1x8:100", 0.8), ("4x48:100", 3.1)]
-
-
-def test_a_plan_that_does_not_set_the_pace_keeps_the_slower_of_its_two_latencies(monkeypatch):
-    import retrieval.calibrate as cal
-
-    plans = [Plan.parse(p) for p in ("bm25:100", "1x8:10", "4x48:100")]
-    chosen = [Point(plans[0], 0.3, 0.2), Point(plans[1], 0.4, 0.3), Point(plans[2], 3.0, 0.6)]
-    again = {plans[0]: 0.24, plans[1]: 0.45, plans[2]: 2.5}
-
-    monkeypatch.setattr(cal, "end_to_end", lambda searcher, points, texts, k: [
-        Point(p.plan, again[p.plan], p.effectiveness) for p in points])
-    seconds = {}
-    confirmed = cal.confirm(None, chosen, ["q"], 10, seconds)
-    # BM25 alone and a plan under half a millisecond must hold through a slow spell in either timing; a
-    # plan that sets the pace takes its second, which did not choose it.
-    assert [(str(p.plan), p.ms) for p in confirmed] == [("bm25:100", 0.3), ("1x8:10", 0.45), ("4x48:100", 2.5)]
-    assert seconds == again
-
-
-def test_a_plan_dropped_by_a_reading_the_second_timing_overturned_is_timed_again(monkeypatch):
-    import retrieval.calibrate as cal
-
-    a, b, c, d = (Plan.parse(p) for p in ("1x8:100", "2x16:100,4x48:10", "3x32:100,4x48:10", "4x48:100"))
-    candidates = [Point(a, 0.8, 0.3), Point(b, 1.2, 0.4), Point(c, 1.4, 0.5), Point(d, 2.0, 0.6)]
-    readings = iter([{a: 1.0, b: 1.75, c: 1.65, d: 3.0},  # c, timed in a fast spell, beats b
-                     {a: 1.0, c: 2.6, d: 2.5},  # timed again, c is beaten in turn
-                     {b: 1.8}])  # b's second chance
-    calls = []
+    calls, readings = [], iter(readings)
 
     def timed(searcher, points, texts, k):
         ms = next(readings)
@@ -211,12 +171,39 @@ def test_a_plan_dropped_by_a_reading_the_second_timing_overturned_is_timed_again
         return [Point(p.plan, ms[p.plan], p.effectiveness) for p in points]
 
     monkeypatch.setattr(cal, "end_to_end", timed)
-    confirmed, first, again = cal.choose_frontier(None, candidates, ["q"], 10)
-    assert calls == [[a, b, c, d], [a, c, d], [b]]
-    assert [(p.plan, p.ms) for p in confirmed] == [(a, 1.0), (b, 1.8), (d, 2.5)]
-    assert again == {a: 1.0, c: 2.6, d: 2.5, b: 1.8}
-    # Nothing is timed a third time where the confirmation overturned nothing.
-    readings = iter([{a: 1.0, b: 1.75, c: 1.65, d: 3.0}, {a: 1.0, c: 1.6, d: 2.9}])
-    calls.clear()
-    confirmed, _, _ = cal.choose_frontier(None, candidates, ["q"], 10)
-    assert calls == [[a, b, c, d], [a, c, d]] and [p.plan for p in confirmed] == [a, c, d]
+    return calls
+
+
+def test_every_candidate_is_timed_twice_and_takes_the_mean_of_its_latencies(monkeypatch):
+    import retrieval.calibrate as cal
+
+    a, b, c, d = (Plan.parse(p) for p in ("1x8:100", "2x16:100,4x48:10", "3x32:100,4x48:10", "4x48:100"))
+    candidates = [Point(a, 0.8, 0.3), Point(b, 1.2, 0.4), Point(c, 1.4, 0.5), Point(d, 2.0, 0.6)]
+    # The second timing ran in a slow spell: every plan 1.5x slower; b read slow in the first as well.
+    first = {a: 1.0, b: 2.0, c: 1.6, d: 2.4}
+    calls = timed_in_turn(monkeypatch, [first, {a: 1.5, b: 3.0, c: 2.4, d: 3.6}])
+    frontier, measured = cal.choose_frontier(None, candidates, ["q"], 10)
+    assert calls == [[a, b, c, d], [a, b, c, d]]  # every candidate, in both timings
+    assert [[p.ms for p in t] for t in measured] == [[1.0, 2.0, 1.6, 2.4], [1.5, 3.0, 2.4, 3.6]]
+    # Each takes its mean: the spell moved them all alike and leaves their order; b, slower than the
+    # better c in both, is off the frontier.
+    assert [(p.plan, p.ms) for p in frontier] == [(a, 1.25), (c, 2.0), (d, 3.0)]
+    # A plan one timing caught in a slow spell stays where its mean keeps it: c read 2.9 ms once.
+    timed_in_turn(monkeypatch, [first, {a: 1.0, b: 1.9, c: 2.9, d: 2.4}])
+    frontier, _ = cal.choose_frontier(None, candidates, ["q"], 10)
+    assert [(p.plan, p.ms) for p in frontier] == [(a, 1.0), (b, 1.95), (c, 2.25), (d, 2.4)]
+    with pytest.raises(ValueError, match="timings must be 1 or more"):
+        cal.choose_frontier(None, candidates, ["q"], 10, timings=0)
+
+
+def test_a_plan_that_does_not_set_the_pace_keeps_the_slowest_of_its_latencies(monkeypatch):
+    import retrieval.calibrate as cal
+
+    plans = [Plan.parse(p) for p in ("bm25:10", "1x8:10", "4x48:100")]
+    candidates = [Point(plans[0], 0.3, 0.2), Point(plans[1], 0.4, 0.3), Point(plans[2], 3.0, 0.6)]
+    timed_in_turn(monkeypatch, [{plans[0]: 0.3, plans[1]: 0.4, plans[2]: 3.0},
+                                {plans[0]: 0.24, plans[1]: 0.45, plans[2]: 2.5}])
+    frontier, _ = cal.choose_frontier(None, candidates, ["q"], 10)
+    # BM25 alone and a plan under half a millisecond must hold through a slow spell in either timing; a
+    # plan that sets the pace takes the mean.
+    assert [(str(p.plan), p.ms) for p in frontier] == [("bm25:10", 0.3), ("1x8:10", 0.45), ("4x48:100", 2.75)]
