@@ -546,8 +546,10 @@ def timed_table(timed: list | None) -> list[str]:
              "| plan | nDCG@10 (calibration topics) | grid estimate ms | end-to-end ms | on the frontier |",
              "|---|---|---|---|---|"]
     for t in timed:
+        spells = t.get("spells_ms")
+        blocks = f" (blocks during the grid: {len(spells)}, slowest {max(spells):.2f})" if spells else ""
         lines.append(f"| {t['plan']} | {t['effectiveness']:.4f} | {t['grid_ms']:.2f} | "
-                     f"{' / '.join(f'{ms:.2f}' for ms in t['ms'])} | {'yes' if t['on_frontier'] else 'no'} |")
+                     f"{' / '.join(f'{ms:.2f}' for ms in t['ms'])}{blocks} | {'yes' if t['on_frontier'] else 'no'} |")
     return lines + [""]
 
 

@@ -14,7 +14,8 @@ The plans on the Pareto frontier of those estimates are then timed end to end, a
 latencies (``choose_frontier``). A plan whose searches do not set the planner's pace (BM25 alone)
 keeps its budgets through a slow spell of the machine: it is timed after every other plan's pass as
 well, and takes its slowest mean over 1,000 consecutive searches (``STEADY_WINDOW``) in either
-measurement. Effectiveness is scored with ir-measures.
+measurement; BM25 alone also runs blocks of 1,000 searches through the grid's minutes (``Spells``), and
+takes the slowest block's mean where that is slower. Effectiveness is scored with ir-measures.
 
 Early stopping: for each multi-stage frontier plan, a query whose shortlist is
 decisive (``searcher.decisiveness`` of its first stage reaches a margin) skips the
@@ -49,6 +50,8 @@ QUERY_VARIANTS = {"onnx": ("onnx-int8",)}
 STEADY_WINDOW = 1000
 # End-to-end timings of every plan the frontier is chosen from (``choose_frontier``).
 TIMINGS = 2
+# During the grid, BM25 alone runs a budget's block of searches whenever this many seconds have passed (``Spells``).
+SPELL_SECONDS = 5.0
 
 
 class Encoded:
@@ -128,12 +131,15 @@ def run_plan(searcher: Searcher, plan: Plan, encoded: Encodings, qids: list[str]
 
 
 def measure_plans(searcher: Searcher, plans: list[Plan], encoded: Encodings, qids: list[str], qrels: Qrels,
-                  measure, k: int, progress: bool = True) -> list[Point]:
-    """Each plan's measured latency and effectiveness over the topics."""
+                  measure, k: int, progress: bool = True, between=None) -> list[Point]:
+    """Each plan's measured latency and effectiveness over the topics; ``between()`` is called after each
+    plan (``Spells``)."""
     points = []
     for plan in tqdm(plans, desc="measuring plans", unit="plan", disable=not progress, leave=False):
         rankings, ms, _ = run_plan(searcher, plan, encoded, qids, k)
         points.append(Point(plan, ms, score(rankings, qrels, [measure])[str(measure)]))
+        if between is not None:
+            between()
     return points
 
 
@@ -199,13 +205,7 @@ def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int
     pinned = [Planner.pinned(searcher, p, k) for p in points]  # each plan searched as a budget that chooses it
 
     def sweep(j: int, texts: list[str] = texts) -> np.ndarray:
-        searcher._planner, budget = pinned[j]
-        ms = np.empty(len(texts))
-        for i, text in enumerate(texts):
-            t = time.perf_counter()
-            searcher.search(text, k=k, budget=budget)
-            ms[i] = (time.perf_counter() - t) * 1000
-        return ms
+        return searched(searcher, pinned[j], texts, k)
 
     own = searcher._planner
     try:
@@ -232,6 +232,55 @@ def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int
             for p, ms, q in zip(points, slowest, per_query)]
 
 
+def searched(searcher: Searcher, pinned: tuple[Planner, float], texts: list[str], k: int) -> np.ndarray:
+    """Each text searched in turn through a pinned planner (``Planner.pinned``): the ms of each search.
+    The searcher keeps that planner; the caller puts its own back."""
+    searcher._planner, budget = pinned
+    ms = np.empty(len(texts))
+    for i, text in enumerate(texts):
+        t = time.perf_counter()
+        searcher.search(text, k=k, budget=budget)
+        ms[i] = (time.perf_counter() - t) * 1000
+    return ms
+
+
+class Spells:
+    """BM25 alone (the plans that encode nothing, which never set the planner's pace), timed through the
+    whole grid measurement: whenever ``SPELL_SECONDS`` have passed since the last, between two of the
+    grid's plans (``measure_plans``), ``STEADY_WINDOW`` searches in a row over the topics, as a budget's
+    block runs them. ``slowest``: by plan, the slowest such block's mean.
+
+    A budget on such a plan keeps it through a slow spell of the machine: nothing cheaper makes up for
+    it. The spells of a shared machine last seconds to minutes, and can leave every plan 1.3-1.5x slower
+    than the minute before (``experiments.frontier_choice``), so the end-to-end timings' minute or two can
+    miss them all; the grid's minutes meet more of them."""
+
+    def __init__(self, searcher: Searcher, plans: list[Plan], texts: list[str], k: int):
+        self.searcher, self.texts, self.k = searcher, texts, k
+        self.pinned = {p: Planner.pinned(searcher, Point(p, 1.0, 0.0), k) for p in plans if not p.sizes}
+        self.blocks: dict[Plan, list[float]] = {p: [] for p in self.pinned}
+        self.passes = -(-STEADY_WINDOW // max(len(texts), 1))
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        if not self.pinned or time.monotonic() - self.last < SPELL_SECONDS:
+            return
+        own = self.searcher._planner
+        try:
+            for plan, pinned in self.pinned.items():
+                searched(self.searcher, pinned, self.texts[:1], self.k)  # warm-up
+                block = np.concatenate([searched(self.searcher, pinned, self.texts, self.k)
+                                        for _ in range(self.passes)])
+                self.blocks[plan].append(float(block.mean()))
+        finally:
+            self.searcher._planner = own
+        self.last = time.monotonic()
+
+    @property
+    def slowest(self) -> dict[Plan, float]:
+        return {p: max(b) for p, b in self.blocks.items() if b}
+
+
 def slowest_window(ms: np.ndarray, window: int) -> float:
     """The largest mean over ``window`` consecutive values of ``ms`` (all of them, where fewer)."""
     if len(ms) <= window:
@@ -252,7 +301,7 @@ def per_token(tokens: np.ndarray, ms: np.ndarray) -> dict:
 
 
 def choose_frontier(searcher: Searcher, candidates: list[Point], texts: list[str], k: int,
-                    timings: int = TIMINGS) -> tuple[list[Point], list[list[Point]]]:
+                    timings: int = TIMINGS, floors: dict | None = None) -> tuple[list[Point], list[list[Point]]]:
     """The frontier of ``candidates`` timed end to end: every candidate is timed ``timings`` times
     (``end_to_end``, one measurement after another), and a plan takes the mean of its latencies; a plan
     that does not set the planner's pace (``sets_pace``: BM25 alone, or one under half a millisecond),
@@ -266,14 +315,17 @@ def choose_frontier(searcher: Searcher, candidates: list[Point], texts: list[str
     that belong on the frontier than choosing by one timing and confirming the chosen plans by a second,
     with more budgets holding and as many plans timed. A plan that does not set the pace keeps its budgets
     through a slow spell, so its latency must hold through one anywhere in the measurement, and the
-    cheapest plan has nothing cheaper to make up on: it keeps its slowest timing."""
+    cheapest plan has nothing cheaper to make up on: it keeps its slowest timing, or its ``floors``
+    latency by plan (``Spells.slowest``) where that is slower."""
     if timings < 1:
         raise ValueError(f"timings must be 1 or more, not {timings!r}")
     measured = [end_to_end(searcher, candidates, texts, k) for _ in range(timings)]
     points = []
     for p, *times in zip(candidates, *measured):
         ms = [t.ms for t in times]
-        latency = statistics.fmean(ms) if sets_pace(p.plan, statistics.fmean(ms)) else max(ms)
+        latency = statistics.fmean(ms)
+        if not sets_pace(p.plan, latency):
+            latency = max(ms + [(floors or {}).get(p.plan, 0.0)])
         points.append(dataclasses.replace(times[-1], ms=latency,
                                           per_token_ms=statistics.fmean(t.per_token_ms for t in times)))
     return pareto(points), measured
@@ -303,16 +355,18 @@ def calibrate(searcher: Searcher, topics: dict[str, str], qrels: Qrels, measure:
         encoded[kind] = Encoded(searcher, texts, progress, encoder=searcher.encoder_named(kind))
     plans = searcher.planner.candidates(k)
     plans += [p.with_encoder(kind) for kind in query_encoders for p in plans if p.sizes]
-    points = measure_plans(searcher, plans, encoded, qids, qrels, m, k, progress)
+    spells = Spells(searcher, plans, texts, k)
+    points = measure_plans(searcher, plans, encoded, qids, qrels, m, k, progress, between=spells)
     settle()  # the grid's rankings, kept, stay out of the collector's passes during the timings that follow
     candidates = pareto(points)
-    chosen, measured = choose_frontier(searcher, candidates, texts, k)
+    chosen, measured = choose_frontier(searcher, candidates, texts, k, floors=spells.slowest)
     frontier = [learn_margin(searcher, p, encoded, qids, qrels, m, k, tolerance)
                 if len(p.plan) > 1 and not p.plan.uses_bm25 else p
                 for p in chosen]
     kept = {p.plan for p in frontier}
     timed = [{"plan": str(c.plan), "effectiveness": c.effectiveness, "grid_ms": c.ms,
-              "ms": [t.ms for t in times], "on_frontier": c.plan in kept}
+              "ms": [t.ms for t in times], "on_frontier": c.plan in kept,
+              **({"spells_ms": spells.blocks[c.plan]} if spells.blocks.get(c.plan) else {})}
              for c, *times in zip(candidates, *measured)]
     result = Frontier(machine=searcher_key(searcher), index=index_key(searcher.index), measure=str(m), k=k,
                       topics=topics_name, queries=len(qids), plans_measured=len(plans), points=frontier,

@@ -207,3 +207,9 @@ def test_a_plan_that_does_not_set_the_pace_keeps_the_slowest_of_its_latencies(mo
     # BM25 alone and a plan under half a millisecond must hold through a slow spell in either timing; a
     # plan that sets the pace takes the mean.
     assert [(str(p.plan), p.ms) for p in frontier] == [("bm25:10", 0.3), ("1x8:10", 0.45), ("4x48:100", 2.75)]
+    # A slower block of BM25 alone met earlier in the calibration (``Spells``) sets its latency; a plan
+    # that sets the pace takes no floor.
+    timed_in_turn(monkeypatch, [{plans[0]: 0.3, plans[1]: 0.4, plans[2]: 3.0},
+                                {plans[0]: 0.24, plans[1]: 0.45, plans[2]: 2.5}])
+    frontier, _ = cal.choose_frontier(None, candidates, ["q"], 10, floors={plans[0]: 0.38, plans[2]: 9.0})
+    assert [(str(p.plan), p.ms) for p in frontier] == [("bm25:10", 0.38), ("1x8:10", 0.45), ("4x48:100", 2.75)]

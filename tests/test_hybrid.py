@@ -174,7 +174,7 @@ def test_bm25_plans_need_a_bm25_index(built_index, tiny_model):
         searcher.search("coffee", budget="bm25:100,4x48:10")
 
 
-def test_planner_and_calibration_consider_bm25_plans(hybrid_index, tiny_model, tmp_path):
+def test_planner_and_calibration_consider_bm25_plans(hybrid_index, tiny_model, tmp_path, monkeypatch):
     import shutil
 
     from retrieval.calibrate import calibrate
@@ -192,9 +192,25 @@ def test_planner_and_calibration_consider_bm25_plans(hybrid_index, tiny_model, t
     assert Plan.parse("bm25:100,2x16:10,fuse=linear:0.7") in plans and Plan.parse("bm25:150,2x16:10") in plans
     topics = {f"q{i}": q for i, q in enumerate(QUERIES)}
     qrels = {f"q{i}": {searcher.index.docids[i]: 1} for i in range(len(QUERIES))}
+    import retrieval.calibrate as cal
+
+    # BM25 alone is timed in a budget's block of searches between the grid's plans (every plan here).
+    blocks = []
+    real = cal.searched
+    monkeypatch.setattr(cal, "SPELL_SECONDS", 0.0)
+    monkeypatch.setattr(cal, "STEADY_WINDOW", 5)  # two passes over the three topics
+    monkeypatch.setattr(cal, "searched", lambda s, pinned, texts, k: blocks.append(
+        (pinned[0].frontier.points[0].plan, len(texts))) or real(s, pinned, texts, k))
     frontier, points = calibrate(searcher, topics, qrels, progress=False)
     assert any(p.plan.uses_bm25 for p in points)
     assert frontier.points and all(p.ms > 0 for p in points)
+    grid_blocks = [b for b in blocks if b[0] == Plan.parse("bm25:10")]
+    assert len(grid_blocks) >= 3 * len(plans)  # a warm-up and two passes after each plan of the grid
+    bm25 = next(t for t in frontier.timed if t["plan"] == "bm25:10")
+    assert len(bm25["spells_ms"]) == len(plans)
+    on = [p for p in frontier.points if str(p.plan) == "bm25:10"]
+    assert all(p.ms >= max(bm25["spells_ms"]) for p in on)  # it holds through the slowest block
+    assert not any("spells_ms" in t for t in frontier.timed if t["plan"] != "bm25:10")
     # Each frontier plan that encodes its query has its latency's growth with the query's tokens fitted
     # over these topics; BM25 alone encodes nothing and has none.
     counts = searcher.encoder.token_counts(list(topics.values()))
