@@ -50,8 +50,10 @@ QUERY_VARIANTS = {"onnx": ("onnx-int8",)}
 STEADY_WINDOW = 1000
 # End-to-end timings of every plan the frontier is chosen from (``choose_frontier``).
 TIMINGS = 2
-# During the grid, BM25 alone runs a budget's block of searches whenever this many seconds have passed (``Spells``).
+# During the grid, BM25 alone runs a budget's block of searches whenever this many seconds have passed
+# (``Spells``), and its blocks take at most this share of the grid's time (where BM25 is slow, at scale).
 SPELL_SECONDS = 5.0
+SPELL_SHARE = 0.1
 
 
 class Encoded:
@@ -248,7 +250,8 @@ class Spells:
     """BM25 alone (the plans that encode nothing, which never set the planner's pace), timed through the
     whole grid measurement: whenever ``SPELL_SECONDS`` have passed since the last, between two of the
     grid's plans (``measure_plans``), ``STEADY_WINDOW`` searches in a row over the topics, as a budget's
-    block runs them. ``slowest``: by plan, the slowest such block's mean.
+    block runs them; never more than ``SPELL_SHARE`` of the time (a block that took d seconds waits at
+    least 9 d for the next). ``slowest``: by plan, the slowest such block's mean.
 
     A budget on such a plan keeps it through a slow spell of the machine: nothing cheaper makes up for
     it. The spells of a shared machine last seconds to minutes, and can leave every plan 1.3-1.5x slower
@@ -260,11 +263,12 @@ class Spells:
         self.pinned = {p: Planner.pinned(searcher, Point(p, 1.0, 0.0), k) for p in plans if not p.sizes}
         self.blocks: dict[Plan, list[float]] = {p: [] for p in self.pinned}
         self.passes = -(-STEADY_WINDOW // max(len(texts), 1))
-        self.last = time.monotonic()
+        self.last, self.wait = time.monotonic(), SPELL_SECONDS
 
     def __call__(self) -> None:
-        if not self.pinned or time.monotonic() - self.last < SPELL_SECONDS:
+        if not self.pinned or time.monotonic() - self.last < self.wait:
             return
+        start = time.monotonic()
         own = self.searcher._planner
         try:
             for plan, pinned in self.pinned.items():
@@ -275,6 +279,7 @@ class Spells:
         finally:
             self.searcher._planner = own
         self.last = time.monotonic()
+        self.wait = max(SPELL_SECONDS, (self.last - start) * (1 - SPELL_SHARE) / SPELL_SHARE)
 
     @property
     def slowest(self) -> dict[Plan, float]:

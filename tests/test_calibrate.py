@@ -213,3 +213,46 @@ def test_a_plan_that_does_not_set_the_pace_keeps_the_slowest_of_its_latencies(mo
                                 {plans[0]: 0.24, plans[1]: 0.45, plans[2]: 2.5}])
     frontier, _ = cal.choose_frontier(None, candidates, ["q"], 10, floors={plans[0]: 0.38, plans[2]: 9.0})
     assert [(str(p.plan), p.ms) for p in frontier] == [("bm25:10", 0.38), ("1x8:10", 0.45), ("4x48:100", 2.75)]
+
+
+def test_spells_time_bm25_alone_in_a_budgets_block_every_few_seconds_within_a_share_of_the_time(monkeypatch):
+    import retrieval.calibrate as cal
+
+    clock, cost, searches = [0.0], [0.0001], []  # seconds now; seconds a search
+
+    def searched(searcher, pinned, texts, k):
+        searches.append((pinned[0], len(texts)))
+        clock[0] += cost[0] * len(texts)
+        return np.full(len(texts), cost[0] * 1000)
+
+    monkeypatch.setattr(cal.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(cal.Planner, "pinned", classmethod(lambda cls, searcher, point, k: (point.plan, 2.0)))
+    monkeypatch.setattr(cal, "searched", searched)
+    bm25, dense = Plan.parse("bm25:10"), Plan.parse("4x48:100")
+    from types import SimpleNamespace
+
+    searcher = SimpleNamespace(_planner="its own")
+    spells = cal.Spells(searcher, [bm25, dense], ["a"] * 500, 10)
+    spells()
+    assert searches == [] and spells.slowest == {}  # not yet: 5 seconds have not passed
+    clock[0] += cal.SPELL_SECONDS
+    spells()
+    # BM25 alone only (a plan that encodes sets the pace): a warm-up search, then 1,000 in a row.
+    assert searches == [(bm25, 1), (bm25, 500), (bm25, 500)]
+    assert spells.blocks == {bm25: [pytest.approx(0.1)]} and searcher._planner == "its own"  # put back
+    searches.clear()
+    clock[0] += cal.SPELL_SECONDS - 1
+    spells()
+    assert searches == []
+    # Where BM25 is slow (20 ms a search: a block takes 20 s), its blocks keep to a tenth of the time.
+    cost[0] = 0.02
+    clock[0] += 1
+    spells()
+    assert len(searches) == 3 and spells.slowest == {bm25: pytest.approx(20.0)}
+    searches.clear()
+    clock[0] += 179
+    spells()
+    assert searches == []  # 20 s of searching (and its warm-up search) waits 9 times as long
+    clock[0] += 2
+    spells()
+    assert len(searches) == 3 and len(spells.blocks[bm25]) == 3
