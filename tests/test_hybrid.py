@@ -198,6 +198,7 @@ def test_planner_and_calibration_consider_bm25_plans(hybrid_index, tiny_model, t
     blocks = []
     real = cal.searched
     monkeypatch.setattr(cal, "SPELL_SECONDS", 0.0)
+    monkeypatch.setattr(cal, "SPELL_SHARE", 1.0)  # no wait for the time the blocks take either
     monkeypatch.setattr(cal, "STEADY_WINDOW", 5)  # two passes over the three topics
     monkeypatch.setattr(cal, "searched", lambda s, pinned, texts, k: blocks.append(
         (pinned[0].frontier.points[0].plan, len(texts))) or real(s, pinned, texts, k))
