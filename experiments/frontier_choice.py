@@ -18,10 +18,12 @@ For each rule, over the replays:
   best), and the share of replays in which that ratio is over 1.2 (the 5x target's misses came so);
 - budgets: the share of its frontier plans whose held-out latency is at most 1.1x the latency the
   rule priced them at (the budget contract), and the share of replays in which every one holds;
-- the nDCG@10 it loses against the plans that belong on the frontier, at budgets set at their latencies;
+- the nDCG@10 it loses against the plans that belong on the frontier, at budgets set at their latencies,
+  and the share of those budgets below its cheapest price (refused);
 - plans timed: the end-to-end timings of plans it spent (its cost).
 
-    python -m experiments.frontier_choice --datasets scifact nfcorpus-dev dl19-pool --rounds 8
+    python -m experiments.frontier_choice --rounds 10
+    python -m experiments.frontier_choice --replay
 
 Writes experiments/results/frontier_choice/frontier_choice.{json,md}.
 """
@@ -80,7 +82,7 @@ def replaying(replay: Replay):
 
 def combined(first: list[Point], second: list[Point], how) -> list[Point]:
     """Each point with ``how`` of its two latencies; a plan that does not set the pace, the slower one
-    (as ``confirm`` keeps it)."""
+    (as calibration keeps it)."""
     return [dataclasses.replace(p, ms=how(p.ms, q.ms) if sets_pace(p.plan, p.ms) else max(p.ms, q.ms))
             for p, q in zip(first, second)]
 
@@ -98,9 +100,7 @@ def calibrations(candidates: list[Point]) -> list[Point]:
 def confirmed(chosen: list[Point]) -> list[Point]:
     """The chosen plans timed once more, each at that latency (the slower of its two where it does not
     set the pace), and the frontier taken again."""
-    second = cal.end_to_end(None, chosen, [], 0)
-    return pareto([dataclasses.replace(p, ms=q.ms if sets_pace(p.plan, p.ms) else max(p.ms, q.ms))
-                   for p, q in zip(chosen, second)])
+    return pareto(combined(chosen, cal.end_to_end(None, chosen, [], 0), lambda first, second: second))
 
 
 def confirmed_with_second_chances(candidates: list[Point]) -> list[Point]:
@@ -197,6 +197,12 @@ def replay_all(rounds: list[dict], effectiveness: dict[str, float], candidates: 
     return out
 
 
+def as_points(records: list[dict]) -> list[Point]:
+    """The candidate plans of ``records`` (``Frontier.timed``, or this benchmark's ``plans``), each at its
+    grid estimate."""
+    return [Point(Plan.parse(r["plan"]), r["grid_ms"], r["effectiveness"]) for r in records]
+
+
 def calibration_texts(name: str, frontier) -> list[str]:
     """The calibration topics ``experiments.query_path`` calibrated ``name`` on, as it draws them."""
     c = COLLECTIONS[name]
@@ -213,7 +219,7 @@ def run(name: str, model, rounds: int) -> dict:
     texts = calibration_texts(name, frontier)
     if len(texts) != frontier.queries:
         raise SystemExit(f"{name}: {len(texts)} calibration topics here, {frontier.queries} in its calibration")
-    candidates = [Point(Plan.parse(t["plan"]), t["grid_ms"], t["effectiveness"]) for t in frontier.timed]
+    candidates = as_points(frontier.timed)
     recorded = []
     for _ in tqdm(range(rounds), desc=name):
         passes = {}
@@ -292,8 +298,8 @@ def replay_results(argv: list[str] | None) -> None:
         raise SystemExit(f"{path}: no recorded timings to replay; run without --replay first")
     results = json.loads(path.read_text())
     for c in results["collections"]:
-        candidates = [Point(Plan.parse(q["plan"]), q["grid_ms"], q["effectiveness"]) for q in c["plans"]]
-        c["rules"] = replay_all(c["rounds"], {q["plan"]: q["effectiveness"] for q in c["plans"]}, candidates)
+        candidates = as_points(c["plans"])
+        c["rules"] = replay_all(c["rounds"], {str(p.plan): p.effectiveness for p in candidates}, candidates)
     results["replayed"] = runtime.record("experiments.frontier_choice", 1, argv)
     path.write_text(json.dumps(results, indent=2) + "\n")  # the timings' own load at the end stays
     text = markdown(results)

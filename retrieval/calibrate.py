@@ -325,12 +325,13 @@ def choose_frontier(searcher: Searcher, candidates: list[Point], texts: list[str
     if timings < 1:
         raise ValueError(f"timings must be 1 or more, not {timings!r}")
     measured = [end_to_end(searcher, candidates, texts, k) for _ in range(timings)]
+    floors = floors or {}
     points = []
     for p, *times in zip(candidates, *measured):
         ms = [t.ms for t in times]
         latency = statistics.fmean(ms)
         if not sets_pace(p.plan, latency):
-            latency = max(ms + [(floors or {}).get(p.plan, 0.0)])
+            latency = max(ms + [floors.get(p.plan, 0.0)])
         points.append(dataclasses.replace(times[-1], ms=latency,
                                           per_token_ms=statistics.fmean(t.per_token_ms for t in times)))
     return pareto(points), measured

@@ -217,7 +217,7 @@ class Searcher:
         t = time.perf_counter()
         sparse = None  # per query, every row's BM25 score (for fusion)
         if first.sparse:
-            # Alone, BM25 returns its top k, which its top k ranks as its top 1,000 would: no deeper.
+            # Alone, BM25 returns its top k, the head of any deeper ranking of it: it ranks no deeper.
             depth = min(first.keep, k) if len(plan) == 1 else first.keep
             scores, rows, sparse = self.index.bm25.search(texts, depth)
         else:
