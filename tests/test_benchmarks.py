@@ -271,3 +271,23 @@ def test_the_frontier_choice_replays_each_rule_on_recorded_timings_and_judges_it
     for rule, r in out.items():
         assert r["kept"] == 1.0 and r["all_hold"] == 1.0 and r["ratio_over_miss"] == 0.0, rule
         assert r["replays"] == 5 * 4 * 3 * 2
+
+
+def test_the_spell_span_replays_sampling_spans_on_a_recording_and_judges_the_blocks_after_each():
+    from experiments.spell_span import replay
+
+    # One block a second for 100 s: 1.0 ms, with a slow spell (1.3 ms) from 40 s to 49 s.
+    times = np.arange(1.0, 101.0)
+    means = np.where((times >= 40) & (times < 50), 1.3, 1.0)
+    one = replay(times, means, span=0, horizon=20, every=5)
+    assert one["blocks_sampled"] == 1 and one["starts"] == len(np.arange(1.0, 80.0 + 1e-9, 5))
+    # A calibration that samples one block before the spell is priced at 1.0 and breaks inside it.
+    assert one["worst_later_over_price"] == pytest.approx(1.3) and one["starts_all_holding"] < 1
+    assert one["later_blocks_holding"] < 1 and one["price_over_median"] == pytest.approx(1.0)
+    # Sampling 60 s, every start's span meets the spell or its horizon never does.
+    long = replay(times, means, span=60, horizon=20, every=5)
+    assert long["blocks_sampled"] == 13 and long["worst_later_over_price"] <= 1.0 + 1e-12
+    assert long["later_blocks_holding"] == 1.0 and long["starts_all_holding"] == 1.0
+    assert long["price_over_median_highest"] == pytest.approx(1.3)
+    with pytest.raises(ValueError, match="too short"):
+        replay(times, means, span=90, horizon=20)
