@@ -547,7 +547,7 @@ def timed_table(timed: list | None) -> list[str]:
              "|---|---|---|---|---|"]
     for t in timed:
         spells = t.get("spells_ms")
-        blocks = f" (blocks during the grid: {len(spells)}, slowest {max(spells):.2f})" if spells else ""
+        blocks = f" (blocks during calibration: {len(spells)}, slowest {max(spells):.2f})" if spells else ""
         lines.append(f"| {t['plan']} | {t['effectiveness']:.4f} | {t['grid_ms']:.2f} | "
                      f"{' / '.join(f'{ms:.2f}' for ms in t['ms'])}{blocks} | {'yes' if t['on_frontier'] else 'no'} |")
     return lines + [""]

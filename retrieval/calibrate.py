@@ -14,8 +14,9 @@ The plans on the Pareto frontier of those estimates are then timed end to end, a
 latencies (``choose_frontier``). A plan whose searches do not set the planner's pace (BM25 alone)
 keeps its budgets through a slow spell of the machine: it is timed after every other plan's pass as
 well, and takes its slowest mean over 1,000 consecutive searches (``STEADY_WINDOW``) in either
-measurement; BM25 alone also runs blocks of 1,000 searches through the grid's minutes (``Spells``), and
-takes the slowest block's mean where that is slower. Effectiveness is scored with ir-measures.
+measurement; BM25 alone also runs blocks of 1,000 searches through the grid's minutes and the
+timings', and on to at least ``SPELL_SPAN`` seconds in all (``Spells``), and takes the slowest block's
+mean where that is slower. Effectiveness is scored with ir-measures.
 
 Early stopping: for each multi-stage frontier plan, a query whose shortlist is
 decisive (``searcher.decisiveness`` of its first stage reaches a margin) skips the
@@ -54,6 +55,9 @@ TIMINGS = 2
 # (``Spells``), and its blocks take at most this share of the grid's time (where BM25 is slow, at scale).
 SPELL_SECONDS = 5.0
 SPELL_SHARE = 0.1
+# The least time those blocks sample, from the grid's start through the end-to-end timings: a small
+# collection's calibration waits out the rest, a block every SPELL_SECONDS (``Spells.through``).
+SPELL_SPAN = 120.0
 
 
 class Encoded:
@@ -175,7 +179,7 @@ def learn_margin(searcher: Searcher, point: Point, encoded: Encodings, qids: lis
 
 
 def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int, repeats: int = 3,
-               passes: dict | None = None) -> list[Point]:
+               passes: dict | None = None, between=None) -> list[Point]:
     """The points with their latency measured as a budgeted search pays it: ``search(text, budget=ms)``
     with a planner that chooses the point's plan (``Planner.pinned``), so the planner's own work for each
     search counts, query after query, in ``repeats`` passes; each pass runs every plan over every query in
@@ -200,7 +204,8 @@ def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int
     (by 10-40 % here). Only the grid's Pareto points are measured again: they are few, and a plan the
     grid finds dominated stays dominated by much the same margin.
 
-    ``passes``: gets each plan's pass means (ms), in order, by plan.
+    ``passes``: gets each plan's pass means (ms), in order, by plan. ``between()`` is called after each
+    plan's pass (``Spells``).
     """
     times = np.empty((len(points), repeats, len(texts)))
     steady = {j: [] for j, p in enumerate(points) if not sets_pace(p.plan, p.ms)}  # each one's searches, in order
@@ -221,6 +226,8 @@ def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int
                 for s, searches in steady.items():
                     if s != j:
                         searches.append(sweep(s))
+                if between is not None:
+                    between()
     finally:
         searcher._planner = own
     slowest = times.mean(axis=2).max(axis=1)
@@ -248,25 +255,46 @@ def searched(searcher: Searcher, pinned: tuple[Planner, float], texts: list[str]
 
 class Spells:
     """BM25 alone (the plans that encode nothing, which never set the planner's pace), timed through the
-    whole grid measurement: whenever ``SPELL_SECONDS`` have passed since the last, between two of the
-    grid's plans (``measure_plans``), ``STEADY_WINDOW`` searches in a row over the topics, as a budget's
-    block runs them; never more than ``SPELL_SHARE`` of the time (a block that took d seconds waits at
-    least 9 d for the next). ``slowest``: by plan, the slowest such block's mean.
+    whole calibration: whenever ``SPELL_SECONDS`` have passed since the last, between two of the grid's
+    plans (``measure_plans``) or two plans' passes of the end-to-end timings (``end_to_end``),
+    ``STEADY_WINDOW`` searches in a row over the topics, as a budget's block runs them; never more than
+    ``SPELL_SHARE`` of the time (a block that took d seconds waits at least 9 d for the next); and where
+    that is over before ``SPELL_SPAN`` seconds, on until then (``through``). ``slowest``: by plan, the
+    slowest such block's mean.
 
     A budget on such a plan keeps it through a slow spell of the machine: nothing cheaper makes up for
     it. The spells of a shared machine last seconds to minutes, and can leave every plan 1.3-1.5x slower
     than the minute before (``experiments.frontier_choice``), so the end-to-end timings' minute or two can
-    miss them all; the grid's minutes meet more of them."""
+    miss them all; the grid's minutes meet more of them, and a small collection's grid lasts under a
+    minute (``experiments.spell_span`` replays sampling spans on a recording of block after block)."""
 
     def __init__(self, searcher: Searcher, plans: list[Plan], texts: list[str], k: int):
         self.searcher, self.texts, self.k = searcher, texts, k
         self.pinned = {p: Planner.pinned(searcher, Point(p, 1.0, 0.0), k) for p in plans if not p.sizes}
         self.blocks: dict[Plan, list[float]] = {p: [] for p in self.pinned}
         self.passes = -(-STEADY_WINDOW // max(len(texts), 1))
-        self.last, self.wait = time.monotonic(), SPELL_SECONDS
+        self.began = self.last = time.monotonic()
+        self.wait = SPELL_SECONDS
+
+    def due(self) -> float:
+        """Seconds until the next block may run (0 or less: now)."""
+        return self.last + self.wait - time.monotonic()
+
+    def through(self, seconds: float | None = None, progress: bool = False) -> None:
+        """Blocks on, one whenever due, until ``seconds`` (default ``SPELL_SPAN``) have passed since the
+        first could; waiting between them."""
+        end = self.began + (SPELL_SPAN if seconds is None else seconds)
+        if not self.pinned or time.monotonic() >= end:
+            return
+        with tqdm(total=round(end - time.monotonic()), desc="timing BM25 alone through the machine's spells",
+                  unit="s", disable=not progress, leave=False) as bar:
+            while (left := end - time.monotonic()) > 0:
+                time.sleep(max(0.0, min(left, self.due())))
+                self()
+                bar.update(max(0, round(bar.total - (end - time.monotonic())) - bar.n))
 
     def __call__(self) -> None:
-        if not self.pinned or time.monotonic() - self.last < self.wait:
+        if not self.pinned or self.due() > 0:
             return
         start = time.monotonic()
         own = self.searcher._planner
@@ -306,7 +334,8 @@ def per_token(tokens: np.ndarray, ms: np.ndarray) -> dict:
 
 
 def choose_frontier(searcher: Searcher, candidates: list[Point], texts: list[str], k: int,
-                    timings: int = TIMINGS, floors: dict | None = None) -> tuple[list[Point], list[list[Point]]]:
+                    timings: int = TIMINGS, spells: "Spells | None" = None,
+                    progress: bool = False) -> tuple[list[Point], list[list[Point]]]:
     """The frontier of ``candidates`` timed end to end: every candidate is timed ``timings`` times
     (``end_to_end``, one measurement after another), and a plan takes the mean of its latencies; a plan
     that does not set the planner's pace (``sets_pace``: BM25 alone, or one under half a millisecond),
@@ -320,12 +349,16 @@ def choose_frontier(searcher: Searcher, candidates: list[Point], texts: list[str
     that belong on the frontier than choosing by one timing and confirming the chosen plans by a second,
     with more budgets holding and as many plans timed. A plan that does not set the pace keeps its budgets
     through a slow spell, so its latency must hold through one anywhere in the measurement, and the
-    cheapest plan has nothing cheaper to make up on: it keeps its slowest timing, or its ``floors``
-    latency by plan (``Spells.slowest``) where that is slower."""
+    cheapest plan has nothing cheaper to make up on: it keeps its slowest timing, or the slowest block of
+    ``spells`` (run between the timings' passes, and on to its span: ``Spells.through``) where that is
+    slower."""
     if timings < 1:
         raise ValueError(f"timings must be 1 or more, not {timings!r}")
-    measured = [end_to_end(searcher, candidates, texts, k) for _ in range(timings)]
-    floors = floors or {}
+    measured = [end_to_end(searcher, candidates, texts, k, between=spells) for _ in range(timings)]
+    floors = {}
+    if spells is not None:
+        spells.through(progress=progress)
+        floors = spells.slowest
     points = []
     for p, *times in zip(candidates, *measured):
         ms = [t.ms for t in times]
@@ -365,7 +398,7 @@ def calibrate(searcher: Searcher, topics: dict[str, str], qrels: Qrels, measure:
     points = measure_plans(searcher, plans, encoded, qids, qrels, m, k, progress, between=spells)
     settle()  # the grid's rankings, kept, stay out of the collector's passes during the timings that follow
     candidates = pareto(points)
-    chosen, measured = choose_frontier(searcher, candidates, texts, k, floors=spells.slowest)
+    chosen, measured = choose_frontier(searcher, candidates, texts, k, spells=spells, progress=progress)
     frontier = [learn_margin(searcher, p, encoded, qids, qrels, m, k, tolerance)
                 if len(p.plan) > 1 and not p.plan.uses_bm25 else p
                 for p in chosen]

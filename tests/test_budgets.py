@@ -367,10 +367,13 @@ def test_frontier_latencies_are_measured_as_searches(index_copy, tiny_model, mon
     monkeypatch.setattr(searcher, "search", lambda text, k, budget: calls.append((text, pinned(searcher))) or real(
         text, k=k, budget=budget))
     points = [Point(Plan.parse("1x8:50,4x48:10"), 0.001, 0.5), Point(Plan.parse("4x48:50"), 0.002, 0.9)]
-    out = end_to_end(searcher, points, ["coffee", "jazz harmony"], k=10, repeats=2)
+    between = []  # after each plan's pass (``Spells``): the searches run so far
+    out = end_to_end(searcher, points, ["coffee", "jazz harmony"], k=10, repeats=2,
+                     between=lambda: between.append(len(calls)))
     assert [p.plan for p in out] == [p.plan for p in points] and [p.effectiveness for p in out] == [0.5, 0.9]
     assert all(p.ms > 0.001 for p in out)  # a whole search costs more than the made-up estimate
     assert calls.count(("jazz harmony", "1x8:50,4x48:10")) == 2 and len(calls) == 2 * (1 + 2 * 2)
+    assert between == [4, 6, 8, 10]  # after the two warm-up searches, each pass of two searches
 
 
 def test_frontier_latencies_keep_the_slow_searches_a_mean_counts(index_copy, tiny_model, monkeypatch):

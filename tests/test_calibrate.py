@@ -165,7 +165,7 @@ def timed_in_turn(monkeypatch, readings: list[dict]) -> list:
 
     calls, readings = [], iter(readings)
 
-    def timed(searcher, points, texts, k):
+    def timed(searcher, points, texts, k, between=None):
         ms = next(readings)
         calls.append([p.plan for p in points])
         return [Point(p.plan, ms[p.plan], p.effectiveness) for p in points]
@@ -207,11 +207,22 @@ def test_a_plan_that_does_not_set_the_pace_keeps_the_slowest_of_its_latencies(mo
     # BM25 alone and a plan under half a millisecond must hold through a slow spell in either timing; a
     # plan that sets the pace takes the mean.
     assert [(str(p.plan), p.ms) for p in frontier] == [("bm25:10", 0.3), ("1x8:10", 0.45), ("4x48:100", 2.75)]
-    # A slower block of BM25 alone met earlier in the calibration (``Spells``) sets its latency; a plan
-    # that sets the pace takes no floor.
+    # A slower block of BM25 alone met in the calibration (``Spells``, run on to its span after the
+    # timings) sets its latency; a plan that sets the pace takes no floor.
+
+    class Spells:  # stands in for calibrate.Spells: its slowest blocks are known once it has run on
+        slowest = {}
+
+        def __call__(self):
+            pass
+
+        def through(self, progress):
+            self.slowest = {plans[0]: 0.38, plans[2]: 9.0}
+
+    spells = Spells()
     timed_in_turn(monkeypatch, [{plans[0]: 0.3, plans[1]: 0.4, plans[2]: 3.0},
                                 {plans[0]: 0.24, plans[1]: 0.45, plans[2]: 2.5}])
-    frontier, _ = cal.choose_frontier(None, candidates, ["q"], 10, floors={plans[0]: 0.38, plans[2]: 9.0})
+    frontier, _ = cal.choose_frontier(None, candidates, ["q"], 10, spells=spells)
     assert [(str(p.plan), p.ms) for p in frontier] == [("bm25:10", 0.38), ("1x8:10", 0.45), ("4x48:100", 2.75)]
 
 
@@ -256,3 +267,27 @@ def test_spells_time_bm25_alone_in_a_budgets_block_every_few_seconds_within_a_sh
     clock[0] += 2
     spells()
     assert len(searches) == 3 and len(spells.blocks[bm25]) == 3
+
+
+def test_spells_run_on_to_their_span_a_block_whenever_due(monkeypatch):
+    import retrieval.calibrate as cal
+
+    clock, slept, blocks = [0.0], [], []  # seconds now; each wait; when each block ran
+    monkeypatch.setattr(cal.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(cal.time, "sleep", lambda s: slept.append(s) or clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setattr(cal.Planner, "pinned", classmethod(lambda cls, searcher, point, k: (point.plan, 2.0)))
+    monkeypatch.setattr(cal, "searched", lambda searcher, pinned, texts, k: blocks.append(clock[0]) or np.ones(len(texts)))
+    from types import SimpleNamespace
+
+    spells = cal.Spells(SimpleNamespace(_planner="its own"), [Plan.parse("bm25:10")], ["a"] * 1000, 10)
+    clock[0] = 7.0  # the grid and the timings took 7 s; one block ran at 5 s
+    spells.last = 5.0
+    spells.through(30.0)
+    # Waits for each block as it falls due, every 5 s, until 30 s since the spells began, and no further.
+    assert slept == [3.0, 5.0, 5.0, 5.0, 5.0] and clock[0] == 30.0
+    assert blocks[::2] == [10.0, 15.0, 20.0, 25.0, 30.0] and len(spells.blocks[Plan.parse("bm25:10")]) == 5
+    slept.clear()
+    spells.through(20.0)  # a calibration that lasted longer than the span samples nothing more
+    dense = cal.Spells(SimpleNamespace(_planner="its own"), [Plan.parse("4x48:100")], ["a"], 10)
+    dense.through(60.0)  # nothing to time: BM25 alone only
+    assert slept == [] and clock[0] == 30.0

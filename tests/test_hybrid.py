@@ -194,12 +194,14 @@ def test_planner_and_calibration_consider_bm25_plans(hybrid_index, tiny_model, t
     qrels = {f"q{i}": {searcher.index.docids[i]: 1} for i in range(len(QUERIES))}
     import retrieval.calibrate as cal
 
-    # BM25 alone is timed in a budget's block of searches between the grid's plans (every plan here).
+    # BM25 alone is timed in a budget's block of searches between the grid's plans, and between the plans'
+    # passes of the end-to-end timings (every plan and every pass here).
     blocks = []
     real = cal.searched
     monkeypatch.setattr(cal, "SPELL_SECONDS", 0.0)
     monkeypatch.setattr(cal, "SPELL_SHARE", 1.0)  # no wait for the time the blocks take either
     monkeypatch.setattr(cal, "STEADY_WINDOW", 5)  # two passes over the three topics
+    monkeypatch.setattr(cal, "SPELL_SPAN", 0.0)  # nothing more once the timings are over
     monkeypatch.setattr(cal, "searched", lambda s, pinned, texts, k: blocks.append(
         (pinned[0].frontier.points[0].plan, len(texts))) or real(s, pinned, texts, k))
     frontier, points = calibrate(searcher, topics, qrels, progress=False)
@@ -208,7 +210,7 @@ def test_planner_and_calibration_consider_bm25_plans(hybrid_index, tiny_model, t
     grid_blocks = [b for b in blocks if b[0] == Plan.parse("bm25:10")]
     assert len(grid_blocks) >= 3 * len(plans)  # a warm-up and two passes after each plan of the grid
     bm25 = next(t for t in frontier.timed if t["plan"] == "bm25:10")
-    assert len(bm25["spells_ms"]) == len(plans)
+    assert len(bm25["spells_ms"]) == len(plans) + cal.TIMINGS * 3 * len(frontier.timed)
     on = [p for p in frontier.points if str(p.plan) == "bm25:10"]
     assert all(p.ms >= max(bm25["spells_ms"]) for p in on)  # it holds through the slowest block
     assert not any("spells_ms" in t for t in frontier.timed if t["plan"] != "bm25:10")
