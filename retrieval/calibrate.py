@@ -175,7 +175,7 @@ def learn_margin(searcher: Searcher, point: Point, encoded: Encodings, qids: lis
                                      margin if margin is not None else float("inf"))
     early_effect = {"stopped": stopped, "ms": ms, "effectiveness": score(rankings, qrels, [measure])[str(measure)],
                     "tolerance": tolerance}
-    return Point(plan, point.ms, point.effectiveness, margin, early_effect)
+    return dataclasses.replace(point, margin=margin, early=early_effect)
 
 
 def end_to_end(searcher: Searcher, points: list[Point], texts: list[str], k: int, repeats: int = 3,

@@ -60,8 +60,10 @@ def test_learnt_margin_keeps_the_plan_within_tolerance(searcher, tolerance):
     (measure,) = parse_measures(["nDCG@10"])
     encoded = Encoded(searcher, [topics[q] for q in qids], progress=False)
     (point,) = measure_plans(searcher, [PLAN], encoded, qids, qrels, measure, 10, progress=False)
+    point.per_token_ms, point.tokens = 0.02, 9.5  # as the end-to-end timings fit them
     learnt = learn_margin(searcher, point, encoded, qids, qrels, measure, 10, tolerance)
     assert learnt.plan == PLAN and learnt.early["tolerance"] == tolerance
+    assert (learnt.ms, learnt.per_token_ms, learnt.tokens) == (point.ms, 0.02, 9.5)  # kept
     assert learnt.early["effectiveness"] >= (1 - tolerance) * point.effectiveness - 1e-9
     assert 0 <= learnt.early["stopped"] <= 1
     if learnt.margin is None:
