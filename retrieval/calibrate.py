@@ -362,10 +362,10 @@ def choose_frontier(searcher: Searcher, candidates: list[Point], texts: list[str
     points = []
     for p, *times in zip(candidates, *measured):
         ms = [t.ms for t in times]
-        latency = statistics.fmean(ms)
+        latency = typical = statistics.fmean(ms)
         if not sets_pace(p.plan, latency):
             latency = max(ms + [floors.get(p.plan, 0.0)])
-        points.append(dataclasses.replace(times[-1], ms=latency,
+        points.append(dataclasses.replace(times[-1], ms=latency, typical_ms=typical if latency > typical else None,
                                           per_token_ms=statistics.fmean(t.per_token_ms for t in times)))
     return pareto(points), measured
 

@@ -687,7 +687,7 @@ class Planner:
                 plan, above, share = blend
                 self.source = "calibration"
                 if not cut:
-                    self._say_if_over(budget, plan, self.frontier.point(plan).expected_ms(self.tokens))
+                    self._say_if_over(budget, plan, self.frontier.point(plan).usual_ms(self.tokens))
                 return plan if above is None else Blend(plan, above, share)
             self._warn(f"no calibrated plan returns k={k} (calibrated at k={self.frontier.k})")
         else:

@@ -460,6 +460,22 @@ def test_a_budget_the_pace_puts_out_of_reach_warns_once(index_copy, tiny_model):
         assert planner.choose(0.31, 10) == cheap
 
 
+def test_a_cheapest_plan_priced_through_a_slow_spell_warns_by_its_usual_latency(index_copy, tiny_model):
+    planner, cheap, slow = bm25_and_dense_planner(index_copy, tiny_model)
+    planner.frontier.points[0].typical_ms = 0.2  # priced at 0.3 ms through a slow spell; 0.2 ms as a rule
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(planner_module.PACE_WINDOW):
+            planner.observe(slow, 4.0 * 1.3)
+        assert planner.choose(0.31, 10) == cheap  # 0.2 ms at the pace, 0.26 ms: its budget holds
+    for _ in range(planner_module.PACE_WINDOW):
+        planner.observe(slow, 4.0 * 1.8)
+    planner._chosen.clear()
+    with pytest.warns(UserWarning, match=r"1\.80x slower than measured: budget 0\.31 ms cannot be kept now "
+                                         r"\(its cheapest plan, bm25:100, takes about 0\.36 ms\)"):
+        assert planner.choose(0.31, 10) == cheap
+
+
 def test_sub_millisecond_plans_never_trigger_the_drift_check(index_copy, tiny_model, monkeypatch):
     monkeypatch.setattr(planner_module, "DRIFT_SECONDS", 0.0)
     planner, cheap, slow = bm25_and_dense_planner(index_copy, tiny_model)
