@@ -89,8 +89,23 @@ def run(name: str, model: StarbucksModel, minutes: float, searches: int, horizon
     t, m = [b["end_s"] for b in blocks], [b["mean_ms"] for b in blocks]
     return {"collection": name, "plan": str(plan), "queries": len(texts), "searches_per_block": passes * len(texts),
             "blocks": len(blocks), "median_ms": float(np.median(m)), "lowest_ms": float(np.min(m)),
-            "highest_ms": float(np.max(m)), "spans": [replay(t, m, s, horizon) for s in SPANS if s + horizon < t[-1] - t[0]],
+            "highest_ms": float(np.max(m)),
+            "spans": [replay(t, m, s, horizon) for s in SPANS if s + horizon < t[-1] - t[0]],
             "recording": blocks}
+
+
+def span_table(results: dict) -> list[str]:
+    """The table's lines: a row per collection and span."""
+    lines = ["| collection | plan | span s | blocks sampled | later blocks holding | starts whose later blocks "
+             "all hold | worst later / price | price / median block (median, highest) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in results["collections"]:
+        for s in c["spans"]:
+            lines.append(f"| {c['collection']} | {c['plan']} | {s['span_s']} | {s['blocks_sampled']} | "
+                         f"{s['later_blocks_holding']:.1%} | {s['starts_all_holding']:.0%} | "
+                         f"{s['worst_later_over_price']:.2f} | {s['price_over_median']:.2f}, "
+                         f"{s['price_over_median_highest']:.2f} |")
+    return lines
 
 
 def markdown(results: dict) -> str:
@@ -98,15 +113,7 @@ def markdown(results: dict) -> str:
                             f"Blocks back to back for {results['minutes']} minutes; each calibration sampled one "
                             f"block every {SPELL_SECONDS:.0f} s through its span, priced at the slowest, and judged on "
                             f"every block in the {results['horizon_s']:.0f} s after it.")
-    lines += ["| collection | plan | span s | blocks sampled | later blocks holding | starts whose later blocks "
-              "all hold | worst later / price | price / median block (median, highest) |",
-              "|---|---|---|---|---|---|---|---|"]
-    for c in results["collections"]:
-        for s in c["spans"]:
-            lines.append(f"| {c['collection']} | {c['plan']} | {s['span_s']} | {s['blocks_sampled']} | "
-                         f"{s['later_blocks_holding']:.1%} | {s['starts_all_holding']:.0%} | "
-                         f"{s['worst_later_over_price']:.2f} | {s['price_over_median']:.2f}, "
-                         f"{s['price_over_median_highest']:.2f} |")
+    lines += span_table(results)
     lines += [""] + [f"{c['collection']}: {c['blocks']} blocks of {c['searches_per_block']} searches, mean "
                      f"{c['lowest_ms']:.3f} / {c['median_ms']:.3f} / {c['highest_ms']:.3f} ms (lowest / median / "
                      f"highest)." for c in results["collections"]]
@@ -114,9 +121,9 @@ def markdown(results: dict) -> str:
 
 
 def summary_table(results: dict) -> str:
-    """The README's table: the markdown's span rows."""
-    table = markdown(results).split("\n\n")[2]
-    return table + "\n\n" + runtime.table_source(results, "experiments/results/spell_span/spell_span.json")
+    """The README's table: the span rows."""
+    return ("\n".join(span_table(results)) + "\n\n"
+            + runtime.table_source(results, "experiments/results/spell_span/spell_span.json"))
 
 
 def main(argv: list[str] | None = None) -> None:

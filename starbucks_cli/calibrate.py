@@ -10,10 +10,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser("calibrate", help="measure a grid of plans on topics; budgets then pick from its frontier",
                        description="Run every plan the planner considers over judged topics, measure each one's "
                                    "effectiveness and latency on this machine, and keep the Pareto frontier in "
-                                   "INDEX/calibration.json (with early-stopping margins for search --early-stop). With BM25 in "
-                                   "the index it takes at least two minutes: BM25 alone, the cheapest plan, is "
-                                   "timed every few seconds through them, so that its price holds through the "
-                                   "machine's slow spells.")
+                                   "INDEX/calibration.json (with early-stopping margins for search --early-stop). "
+                                   "With BM25 in the index it takes at least two minutes: BM25 alone, the cheapest "
+                                   "plan, is timed every few seconds through them, so that its price holds through "
+                                   "the machine's slow spells.")
     p.add_argument("index", type=Path)
     p.add_argument("--topics", required=True, help="queries: BEIR queries.jsonl or folder, qid<TAB>text, TREC topics, or irds:ID")
     p.add_argument("--qrels", required=True, help="judgements: BEIR qrels TSV, TREC qrels, or irds:ID")
