@@ -153,7 +153,7 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=runtime.description(__doc__))
     parser.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus-dev", "dl19-pool"])
     parser.add_argument("--budget-searches", type=int, default=1000,
                         help="searches per budget and arm, in whole passes over the topics (default: %(default)s)")

@@ -95,7 +95,7 @@ def bm25_passes(folder: Path, texts: list[str], mapped: bool) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=runtime.description(__doc__))
     parser.add_argument("--repeats", type=int, default=3, help="BM25 runs of each kind, alternating")
     args = parser.parse_args(argv)
     runtime.setup(1)

@@ -228,7 +228,7 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=runtime.description(__doc__))
     p.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus-dev", "dl19-pool"], choices=sorted(COLLECTIONS))
     p.add_argument("--model", help="model folder or hub id (default: the shipped default)")
     p.add_argument("--tag", default="default", help="names the index folders and the results files")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from experiments import frontier
+from experiments import frontier, runtime
 from experiments.datasets import COLLECTIONS
 
 # Indexing settings for a GPU: large encoding batches, large resumable chunks.
@@ -38,14 +38,14 @@ def command(name: str, model: str | None, threads: int | None, tag: str) -> list
     return argv
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=runtime.description(__doc__))
     p.add_argument("collections", nargs="*", metavar="COLLECTION", help=f"one or more of: {', '.join(FULL + LOCAL)}")
     p.add_argument("--list", action="store_true", help="print the command for every collection and stop")
     p.add_argument("--model", help="model folder or hub id (default: the shipped default)")
     p.add_argument("--threads", type=int, help="torch and FAISS threads (default: all cores)")
     p.add_argument("--tag", default="default", help="names the index folders and the results files")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     unknown = [c for c in args.collections if c not in FULL + LOCAL]
     if unknown:
         p.error(f"unknown collection {unknown[0]!r}: choose from {', '.join(FULL + LOCAL)}")

@@ -114,7 +114,7 @@ def to_markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=runtime.description(__doc__))
     parser.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus-dev", "dl19-pool"])
     parser.add_argument("--model", help="model folder (default: the shipped model)")
     parser.add_argument("--queries", type=int, default=100, help="topics timed per collection")

@@ -151,7 +151,7 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=runtime.description(__doc__))
     parser.add_argument("--fit-index", required=True, help="a real index the synthetic vectors are fitted to")
     parser.add_argument("--topics", required=True, help="queries (BEIR JSONL) encoded with the index's model")
     parser.add_argument("--queries", type=int, default=200)

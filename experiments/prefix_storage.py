@@ -84,8 +84,8 @@ def paired(indexes: dict[str, Index], run, queries: int, cold: bool = False) -> 
     return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=runtime.description(__doc__))
     p.add_argument("--fit-index", type=Path, required=True, help="a real index the generator is fitted to")
     p.add_argument("--docs", type=int, default=1_000_000)
     p.add_argument("--sizes", default="6x32,6x64,6x128,6x256,6x384", help="layer-6 sizes stored (default: %(default)s)")
@@ -95,12 +95,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--scratch", type=Path, default=ROOT / "experiments" / "indexes" / "prefix-storage")
     p.add_argument("--tag", default="default")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     runtime.setup(args.threads)
     sizes = parse_sizes(args.sizes)
     full = max(sizes)
     real = Index(args.fit_index)
-    result = {**runtime.record("experiments.prefix_storage", args.threads), "fit_index": str(args.fit_index),
+    result = {**runtime.record("experiments.prefix_storage", args.threads, argv), "fit_index": str(args.fit_index),
               "documents": args.docs, "sizes": [str(s) for s in sizes]}
     shutil.rmtree(args.scratch, ignore_errors=True)
     print("drawing vectors", flush=True)

@@ -657,7 +657,7 @@ def held(hold: bool | None, broken: list | None, at_speed: list | None = None, l
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=runtime.description(__doc__))
     parser.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus-dev", "dl19-pool"])
     parser.add_argument("--model", help="model folder (default: the shipped model)")
     parser.add_argument("--calibration-queries", type=int, default=300)

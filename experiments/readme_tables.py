@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from experiments import query_path
+from experiments import query_path, runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -160,7 +160,7 @@ def render(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=runtime.description(__doc__))
     parser.add_argument("--check", action="store_true", help="exit 1 if a table is out of date; write nothing")
     parser.add_argument("files", nargs="*", type=Path, default=DOCUMENTS)
     args = parser.parse_args(argv)

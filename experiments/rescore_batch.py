@@ -30,8 +30,8 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "rescore_batch"
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=runtime.description(__doc__))
     p.add_argument("--fit-index", type=Path, required=True)
     p.add_argument("--docs", type=int, nargs="+", default=[20_000, 1_000_000])
     p.add_argument("--candidates", type=int, nargs="+", default=[1000, 10000])
@@ -40,12 +40,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--scratch", type=Path, default=ROOT / "experiments" / "indexes" / "rescore-batch")
     p.add_argument("--tag", default="default")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     runtime.setup(args.threads)
     real = Index(args.fit_index)
     full = real.sizes[-1]
     generator = Generator.fit(real, clusters=256)
-    result = {**runtime.record("experiments.rescore_batch", args.threads), "size": str(full), "batch": args.batch,
+    result = {**runtime.record("experiments.rescore_batch", args.threads, argv), "size": str(full), "batch": args.batch,
               "rows": []}
     rng = np.random.default_rng(0)
     union = indexes.index.UNION_ROWS

@@ -75,11 +75,16 @@ def over_collections(module: str, argv: list[str] | None, names: list[str], run:
     write_results(out, stem, results, markdown)
 
 
+def description(doc: str) -> str:
+    """A benchmark's ``--help`` description: its docstring's first paragraph, on one line."""
+    return " ".join(doc.split("\n\n")[0].split())
+
+
 def collections_parser(doc: str, datasets: tuple[str, ...] = ("scifact", "nfcorpus-dev", "dl19-pool")):
-    """A benchmark's argument parser: its docstring's first line, and ``--datasets``."""
+    """A benchmark's argument parser: its docstring's first paragraph (``description``), and ``--datasets``."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(doc))
     parser.add_argument("--datasets", nargs="+", default=list(datasets))
     return parser
 

@@ -636,8 +636,8 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=runtime.description(__doc__))
     p.add_argument("--fit-index", type=Path, required=True, help="the real index the generator is fitted to")
     p.add_argument("--topics", required=True, help="real queries (their text is encoded by the index's model)")
     p.add_argument("--queries", type=int, default=200, help="how many of the topics to use (default: %(default)s)")
@@ -664,7 +664,7 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the synthetic indexes")
     p.add_argument("--tag", default="default")
     p.add_argument("--out", type=Path, default=HERE / "results" / "scale")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.shortlist == "none" and args.shortlist_types:
         p.error("--shortlist none stores no float shortlist: give --shortlist-types with no types")
     if not args.shortlist_types and not args.binary_types:
@@ -678,7 +678,7 @@ def main() -> None:
     model = Searcher(real, threads=args.threads).model
     topics = dict(list(read_topics(args.topics).items())[: args.queries])
     result = {
-        **runtime.record("experiments.scale", args.threads),
+        **runtime.record("experiments.scale", args.threads, argv),
         "model": real.manifest.model_name, "fit_index": str(args.fit_index), "fit_documents": len(real),
         "queries": len(topics), "target_recall@10": TARGET,
     }

@@ -93,8 +93,8 @@ def run(name: str, args) -> dict:
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=runtime.description(__doc__))
     p.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus-dev", "dl19-pool"], choices=sorted(COLLECTIONS))
     p.add_argument("--model", help="model folder or hub id (default: the shipped default)")
     p.add_argument("--tag", default="default", help="names the index folders and the results file")
@@ -104,11 +104,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, help="torch and FAISS threads (default: all cores)")
     p.add_argument("--indexes", type=Path, default=ROOT / "experiments" / "indexes", help="where indexes are kept")
     p.add_argument("--out", type=Path, default=HERE / "results" / "sizes_and_plans")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     runtime.setup(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     results = {
-        **runtime.record("experiments.sizes_and_plans", args.threads),
+        **runtime.record("experiments.sizes_and_plans", args.threads, argv),
         "collections": [],
     }
     for name in args.datasets:

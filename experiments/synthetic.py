@@ -29,6 +29,7 @@ import numpy as np
 from numpy.lib.format import open_memmap
 from tqdm.auto import tqdm
 
+from experiments import runtime
 from indexes import Index
 from indexes.docids import write_docids
 from indexes.faiss_index import fill_index, new_index
@@ -150,15 +151,15 @@ def write_index(generator: Generator, like: Index, out: Path, n: int, shortlist:
     return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=runtime.description(__doc__))
     p.add_argument("fit_index", type=Path, help="a real index whose vectors the generator is fitted to")
     p.add_argument("--docs", type=int, required=True, help="synthetic documents to draw")
     p.add_argument("--out", type=Path, required=True, help="the synthetic index folder to create")
     p.add_argument("--shortlist", help="sizes with a FAISS index (default: the real index's)")
     p.add_argument("--clusters", type=int, default=64, help="mixture components (default: %(default)s)")
     p.add_argument("--seed", type=int, default=1)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     real = Index(args.fit_index)
     shortlist = parse_sizes(args.shortlist) if args.shortlist else real.manifest.shortlist
     generator = Generator.fit(real, clusters=args.clusters)

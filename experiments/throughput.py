@@ -45,8 +45,8 @@ def sentence_transformers_pass(model_path: str, layer: int, dim: int, texts: lis
     return time.perf_counter() - t, vectors
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=runtime.description(__doc__))
     p.add_argument("--corpus", required=True, help="a corpus (as for starbucks index); its first --docs passages are used")
     p.add_argument("--docs", type=int, default=500)
     p.add_argument("--model", required=True, help="a local sentence-transformers model folder")
@@ -54,7 +54,7 @@ def main() -> None:
     p.add_argument("--scratch", type=Path, default=Path("/tmp/starbucks-throughput"))
     p.add_argument("--tag", default="default")
     p.add_argument("--out", type=Path, default=HERE / "results" / "throughput")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     runtime.setup(args.threads)
     args.scratch.mkdir(parents=True, exist_ok=True)
     docs = list(itertools.islice(iter_corpus(args.corpus), args.docs))
@@ -80,7 +80,7 @@ def main() -> None:
         agreement[str(size)] = float(np.mean(np.sum(stored * vectors, axis=1)))
     total = sum(passes.values())
     result = {
-        **runtime.record("experiments.throughput", args.threads),
+        **runtime.record("experiments.throughput", args.threads, argv),
         "model": args.model, "docs": len(docs), "max_length": max_length, "batch_size": BATCH,
         "sizes": [str(s) for s in index.sizes],
         "starbucks_index": indexing,

@@ -1,10 +1,12 @@
 """The benchmark scripts' own logic: which row a summary picks, baselines that search, full-collection commands."""
+import importlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from experiments import baselines
+from experiments import baselines, runtime
 from experiments.frontier import summary
 from experiments.full_collections import FULL, command
 from experiments.scale import fastest
@@ -291,3 +293,17 @@ def test_the_spell_span_replays_sampling_spans_on_a_recording_and_judges_the_blo
     assert long["price_over_median_highest"] == pytest.approx(1.3)
     with pytest.raises(ValueError, match="too short"):
         replay(times, means, span=90, horizon=20)
+
+
+BENCHMARKS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.py")
+                    if "def main(" in p.read_text())
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_every_benchmark_says_what_it_measures_in_whole_sentences_in_its_help(name, capsys):
+    module = importlib.import_module(f"experiments.{name}")
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    described = runtime.description(module.__doc__)
+    assert described.endswith(".") and described in said
