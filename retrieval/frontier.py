@@ -31,8 +31,8 @@ class Point:
     per_token_ms: float = 0.0
     tokens: float | None = None
     # A plan that does not set the planner's pace (BM25 alone) is priced through the slowest spell its
-    # calibration met; its mean over calibration's timings, which the pace scales to what it takes now
-    # (None: priced at its mean, ``expected_ms``).
+    # calibration met; its mean over calibration's end-to-end timings, where the price is higher. A
+    # profile of the price, never used to plan (None: priced at its mean).
     typical_ms: float | None = None
 
     def expected_ms(self, tokens: float | None = None) -> float:
@@ -41,10 +41,6 @@ class Point:
         if tokens is None or self.tokens is None or not self.per_token_ms:
             return self.ms
         return max(self.ms + self.per_token_ms * (tokens - self.tokens), 0.1 * self.ms)
-
-    def usual_ms(self, tokens: float | None = None) -> float:
-        """What a search takes at calibration's usual machine speed: ``typical_ms``, or ``expected_ms``."""
-        return self.expected_ms(tokens) if self.typical_ms is None else self.typical_ms
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "plan": str(self.plan)}

@@ -687,7 +687,7 @@ class Planner:
                 plan, above, share = blend
                 self.source = "calibration"
                 if not cut:
-                    self._say_if_over(budget, plan, self.frontier.point(plan).usual_ms(self.tokens))
+                    self._say_if_over(budget, plan, self.frontier.point(plan).expected_ms(self.tokens))
                 return plan if above is None else Blend(plan, above, share)
             self._warn(f"no calibrated plan returns k={k} (calibrated at k={self.frontier.k})")
         else:
@@ -710,8 +710,14 @@ class Planner:
     def _say_if_over(self, budget: float, plan: Plan, ms: float | None) -> None:
         """Warn, once per budget, when at the machine's present pace even the plan it takes (the cheapest,
         then) is expected to run past the budget's tolerance: the promise cannot be kept until the pace
-        returns, and the caller should know rather than find out."""
-        if ms is None or ms * self.pace <= PACE_SLACK * budget or budget in self._over:
+        returns, and the caller should know rather than find out.
+
+        Only of a plan that sets the pace (``sets_pace``): the pace is read on plans that encode, BM25
+        alone need not slow with them (its cost follows its terms' postings), and calibration prices it
+        through the slowest spell it met. A budget on such a plan is told it cannot be kept by its own
+        searches instead: their overrun, once nothing cheaper can make it up (``_cut``)."""
+        if (ms is None or not sets_pace(plan, ms) or ms * self.pace <= PACE_SLACK * budget
+                or budget in self._over):
             return
         self._over.add(budget)
         warnings.warn(f"searches run {self.pace:.2f}x slower than measured: budget {budget:g} ms cannot be kept "

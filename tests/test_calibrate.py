@@ -207,7 +207,7 @@ def test_a_plan_that_does_not_set_the_pace_keeps_the_slowest_of_its_latencies(mo
     # BM25 alone and a plan under half a millisecond must hold through a slow spell in either timing; a
     # plan that sets the pace takes the mean.
     assert [(str(p.plan), p.ms) for p in frontier] == [("bm25:10", 0.3), ("1x8:10", 0.45), ("4x48:100", 2.75)]
-    # Each priced above its mean keeps that mean, which the planner's pace scales (``Point.usual_ms``).
+    # Each priced above its mean keeps that mean, as a profile of its price (``Point.typical_ms``).
     assert [p.typical_ms for p in frontier] == [pytest.approx(0.27), pytest.approx(0.425), None]
     # A slower block of BM25 alone met in the calibration (``Spells``, run on to its span after the
     # timings) sets its latency; a plan that sets the pace takes no floor.
@@ -226,7 +226,7 @@ def test_a_plan_that_does_not_set_the_pace_keeps_the_slowest_of_its_latencies(mo
                                 {plans[0]: 0.24, plans[1]: 0.45, plans[2]: 2.5}])
     frontier, _ = cal.choose_frontier(None, candidates, ["q"], 10, spells=spells)
     assert [(str(p.plan), p.ms) for p in frontier] == [("bm25:10", 0.38), ("1x8:10", 0.45), ("4x48:100", 2.75)]
-    assert frontier[0].typical_ms == pytest.approx(0.27) and frontier[0].usual_ms() == pytest.approx(0.27)
+    assert frontier[0].typical_ms == pytest.approx(0.27)
 
 
 def test_spells_time_bm25_alone_in_a_budgets_block_every_few_seconds_within_a_share_of_the_time(monkeypatch):
