@@ -53,6 +53,8 @@ def collection(result: dict) -> dict:
     return {"collection": result["collection"], "today_ms": s["today"]["mean_ms"],
             "fastest_within_1pct": fastest.get("system"), "x_today": fastest.get("x_today"),
             "reached": fastest.get("reached"), "hybrid_beats_both": (s.get("hybrid") or {}).get("beats_both"),
+            "warnings": (None if "planner_warnings" not in result  # recorded since 76d8c42
+                         else sum(len(said) for said in result["planner_warnings"].values())),
             **{topics: budgets(result[key]) for key, topics in TOPIC_SETS.items() if key in result}}
 
 
@@ -92,10 +94,11 @@ def verdict(run: dict) -> dict:
     sets = [c[t] for c in run["collections"] for t in TOPIC_SETS.values() if t in c]
     hybrid = [c["hybrid_beats_both"] for c in run["collections"] if c["hybrid_beats_both"] is not None]
     worst = [s["worst_x"] for s in sets if s["worst_x"] is not None]
+    said = [c["warnings"] for c in run["collections"] if c.get("warnings") is not None]
     return {"broken": sum(len(s["broken"]) for s in sets), "every_budget_held": not any(s["broken"] for s in sets),
             "worst_x": max(worst) if worst else None,
             "target_5x_met": all(c["reached"] for c in run["collections"]),
-            "hybrid_met": all(hybrid) if hybrid else None}
+            "hybrid_met": all(hybrid) if hybrid else None, "warnings": sum(said) if said else None}
 
 
 def _broken(run: dict) -> str:
@@ -111,13 +114,14 @@ def _yes(value) -> str:
 
 def run_rows(listed: list[dict]) -> list[str]:
     lines = ["| run | code at | results in | date | budgets broken (collection, topic set, budget, mean / budget) | "
-             "worst mean / budget | fastest within 1 %, x today | 5x met | hybrid met |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "worst mean / budget | fastest within 1 %, x today | 5x met | hybrid met | planner warnings |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in listed:
         x = " / ".join(f"{c['collection']} {c['x_today']:.2f}x" for c in r["collections"] if c["x_today"] is not None)
         worst = "" if r["worst_x"] is None else f"{r['worst_x']:.3f}"
         lines.append(f"| {r['number']} | {r['code_commit'][:7]} | {r['results_commit'][:7]} | {r['date']} | "
-                     f"{_broken(r)} | {worst} | {x} | {_yes(r['target_5x_met'])} | {_yes(r['hybrid_met'])} |")
+                     f"{_broken(r)} | {worst} | {x} | {_yes(r['target_5x_met'])} | {_yes(r['hybrid_met'])} | "
+                     f"{'n/a' if r['warnings'] is None else r['warnings']} |")
     return lines
 
 

@@ -15,6 +15,7 @@ def _result(name: str, code: str, x_today: float = 7.0, broken_x: float | None =
                 {"budget_ms": 0.01, "plan": None, "mean_ms": None, "holds": None}]  # refused
     return {"provenance": {"command": "python -m experiments.query_path", "git_commit": code},
             "result": {"collection": name, "budgets": rows(None), "budgets_on_calibration_topics": rows(broken_x),
+                       "planner_warnings": {"evaluation": [], "calibration": ["slower"] if broken_x else []},
                        "summary": {"today": {"mean_ms": 14.0},
                                    "fastest_within_1pct": {"system": "bm25:10", "x_today": x_today,
                                                            "reached": x_today >= 5.0},
@@ -50,6 +51,7 @@ def test_each_run_is_counted_once_with_its_broken_budgets_and_targets(tmp_path):
     assert (first["broken"], first["every_budget_held"], first["target_5x_met"]) == (1, False, True)
     assert (second["broken"], second["every_budget_held"], second["target_5x_met"]) == (0, True, False)
     assert first["worst_x"] == 1.2 and second["worst_x"] == 1.05
+    assert (first["warnings"], second["warnings"]) == (1, 0)
     assert query_path_history.counts(runs) == ("1 of 2 held every budget; 1 of 2 met 5x on every collection "
                                                "they ran")
     assert "nfcorpus-dev (calibration topics) 0.1 ms: 1.20x (BM25 alone)" in "\n".join(query_path_history.run_rows(runs))
