@@ -23,6 +23,7 @@ import subprocess
 from pathlib import Path
 
 from experiments import runtime
+from retrieval import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = "experiments/results/query_path"  # where query_path writes, relative to the repository
@@ -38,12 +39,10 @@ def git(repo: Path, *args: str) -> str:
 def budgets(rows: list[dict]) -> dict:
     """One topic set's budget rows: those broken (budget, mean over budget, whether BM25 alone) and the
     highest mean over budget; refused budgets (no plan) are left out."""
-    ran = [r for r in rows if r.get("plan")]
-    ratio = {id(r): r["mean_ms"] / r["budget_ms"] for r in ran}
-    broken = [{"budget_ms": r["budget_ms"], "x": round(ratio[id(r)], 3),
-               "bm25_alone": r["plan"].startswith("bm25:") and "," not in r["plan"]}
-              for r in ran if not r["holds"]]
-    return {"budgets": len(ran), "broken": broken, "worst_x": round(max(ratio.values()), 3) if ran else None}
+    ran = [(r, r["mean_ms"] / r["budget_ms"]) for r in rows if r.get("plan")]
+    broken = [{"budget_ms": r["budget_ms"], "x": round(x, 3), "bm25_alone": not Plan.parse(r["plan"]).sizes}
+              for r, x in ran if not r["holds"]]
+    return {"budgets": len(ran), "broken": broken, "worst_x": round(max(x for _, x in ran), 3) if ran else None}
 
 
 def collection(result: dict) -> dict:
