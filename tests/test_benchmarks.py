@@ -295,6 +295,20 @@ def test_the_spell_span_replays_sampling_spans_on_a_recording_and_judges_the_blo
         replay(times, means, span=90, horizon=20)
 
 
+def test_topic_pace_compares_encoding_with_calibration_topics_of_the_same_length_and_sets_with_each_other():
+    from experiments.topic_pace import same_length, summarise
+
+    # Calibration topics of 4 and 8 tokens encoded in (median) 1 and 3 ms: 6 tokens is taken at 2 ms, and
+    # counts outside 4-8 at the nearest count's, not extrapolated.
+    tokens = np.array([4, 4, 4, 8, 8])
+    encode = np.array([1.0, 0.9, 5.0, 3.0, 3.0])
+    assert same_length(tokens, encode, np.array([4, 6, 8, 2, 20])).tolist() == [1.0, 2.0, 3.0, 1.0, 3.0]
+    assert same_length(np.array([5, 5]), np.array([1.0, 2.0]), np.array([3, 9])).tolist() == [1.5, 1.5]
+    keys = ("over_expected", "median_ratio", "encode_ms", "stages_ms", "encode_over_same_length")
+    rows = [{"calibration": dict.fromkeys(keys, 1.0), "evaluation": dict.fromkeys(keys, x)} for x in (1.1, 1.3, 1.2)]
+    assert summarise(rows) == {f"{key}_evaluation_over_calibration": pytest.approx(1.2) for key in keys}
+
+
 BENCHMARKS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.py")
                     if "def main(" in p.read_text())
 
