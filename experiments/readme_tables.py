@@ -146,6 +146,7 @@ TABLES = {
     "noise_floor": summary_of("noise_floor"),
     "frontier_choice": summary_of("frontier_choice"),
     "spell_span": summary_of("spell_span"),
+    "topic_pace": summary_of("topic_pace"),
     "query_path_history": summary_of("query_path_history"),
     "overrun": summary_of("overrun"),
     "query_path": lambda: query_path.summary_table(RESULTS / "query_path")
