@@ -187,11 +187,20 @@ def one_search(searcher: Searcher, k: int = 5) -> str:
     return "\n".join(lines)
 
 
+def shown(path: Path) -> Path:
+    """``path`` as a command typed here names it: relative to the working folder where it lies inside it."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
 def next_commands(out: Path) -> str:
+    """The commands to run next, with paths that work from the working folder."""
     return "\n".join([
         "## Next",
         f"starbucks search {out} \"your query\" --budget 20           # a plan chosen for 20 ms per query",
-        f"starbucks calibrate {out} --topics starbucks/data/cacm --qrels starbucks/data/cacm/qrels/test.tsv"
+        f"starbucks calibrate {out} --topics {shown(DEMO_DATA)} --qrels {shown(DEMO_DATA / 'qrels' / 'test.tsv')}"
         "   # measure plans; budgets then pick from the measured frontier",
         "starbucks index YOUR-CORPUS --out my-index                  # a BEIR folder, .jsonl, .tsv or irds:ID",
         "starbucks evaluate my-index --topics Q --qrels R --all-sizes   # every size against your judgements",

@@ -40,3 +40,17 @@ def test_demo_without_matplotlib_says_so_in_one_line(tmp_path, tiny_model, monke
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     assert demo.save_plot([], tmp_path / "x.png").startswith("(no plot: matplotlib is not installed")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_the_next_commands_name_the_bundled_topics_by_paths_that_work_from_the_working_folder(tmp_path, monkeypatch):
+    from retrieval.demo import DEMO_DATA, next_commands
+
+    def calibrate_paths() -> list[str]:
+        line = next(line for line in next_commands(tmp_path / "idx").splitlines() if "starbucks calibrate" in line)
+        words = line.split()
+        return [words[words.index("--topics") + 1], words[words.index("--qrels") + 1]]
+
+    monkeypatch.chdir(tmp_path)  # outside the repository: the bundled data's own path
+    assert all((tmp_path / p).exists() for p in calibrate_paths())
+    monkeypatch.chdir(DEMO_DATA.parents[1])  # inside it: short, relative
+    assert calibrate_paths() == ["data/cacm", "data/cacm/qrels/test.tsv"]
