@@ -12,7 +12,11 @@ thread):
 3. each calibrated frontier plan's first search on the ONNX searcher, which has not searched yet (the
    calibration ``experiments.query_path`` left in the index folder), against the same query searched
    five times more: what a process's first search of a plan pays for its set-up (its encoder loaded,
-   its graph's first run), which ``Planner.observe`` leaves out of the pace.
+   its exit graph joined or opened, its first run), which ``Planner.observe`` leaves out of the pace.
+   Each row says whether the plan's exit graph was saved before its first search
+   (``starbucks.onnx_encoder.exit_file``): where not, the search joins it (the first such search in
+   a process also imports ``onnx``) and saves it. Then the same on a second, new ONNX searcher,
+   whose plans open the graphs saved by then, as a later process's would.
 
     python -m experiments.cold_paths [--repeats 3]
 
@@ -54,20 +58,24 @@ def collection_ms(rounds: int = 3) -> float:
 def first_searches(searcher: Searcher, text: str, k: int = 10, again: int = 5) -> list[dict]:
     """Each calibrated frontier plan, cheapest first: loading the encoder it names (where not loaded
     yet), its first search of ``text``, and the median of ``again`` more."""
+    from starbucks.onnx_encoder import exit_file
+
     frontier = searcher.planner.frontier
     out = []
     for point in frontier.points if frontier is not None else []:
         plan = point.plan
         t = time.perf_counter()
-        if plan.sizes:
-            searcher.encoder_named(plan.encoder)
+        encoder = searcher.encoder_named(plan.encoder) if plan.sizes else None
         load = (time.perf_counter() - t) * 1000
+        folder = getattr(encoder, "folder", None)
+        saved = exit_file(folder, tuple(sorted({s.layer for s in plan.sizes}))).is_file() if folder else None
         times = []
         for _ in range(1 + again):
             t = time.perf_counter()
             searcher.search(text, k=k, budget=plan)
             times.append((time.perf_counter() - t) * 1000)
-        out.append({"plan": str(plan), "calibrated_ms": point.ms, "load_ms": load, "first_ms": times[0],
+        out.append({"plan": str(plan), "calibrated_ms": point.ms, "load_ms": load, "exit_graph_saved": saved,
+                    "first_ms": times[0],
                     "again_median_ms": statistics.median(times[1:])})
     return out
 
@@ -109,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     c = COLLECTIONS[NAME]
     texts = list(judged_topics(read_topics(c.topics), read_qrels(c.qrels)).values())
     results["first_searches"] = first_searches(searchers[ENCODERS.index("onnx")], texts[0])
+    results["first_searches_new_searcher"] = first_searches(
+        Searcher(folder, model=model, encoder="onnx", threads=1, freeze_heap=False), texts[0])
     results["bm25"] = {"queries": len(texts), "unmapped": [], "resident": []}
     for _ in range(args.repeats):
         results["bm25"]["unmapped"].append(bm25_passes(folder, texts, mapped=False))
@@ -136,15 +146,22 @@ def markdown(results: dict) -> str:
         for i, (one, two) in enumerate(b[kind]):
             lines.append(f"| {kind} | {i + 1} | {one['ms_per_query']:.3f} | {one['minor_faults']} | "
                          f"{two['ms_per_query']:.3f} | {two['minor_faults']} |")
-    first = results.get("first_searches")
-    if first:
-        lines += ["", "Each calibrated frontier plan's first search in the process (the ONNX searcher, one query), "
-                  "cheapest plan first:", "",
-                  "| plan | calibrated ms | encoder load ms | first search ms | the same search again, median ms |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {f['plan']} | {f['calibrated_ms']:.2f} | {f['load_ms']:.1f} | {f['first_ms']:.2f} | "
-                  f"{f['again_median_ms']:.2f} |" for f in first]
+    for key, title in (("first_searches", "Each calibrated frontier plan's first search in the process (the ONNX "
+                                          "searcher, one query), cheapest plan first:"),
+                       ("first_searches_new_searcher", "The same on a second, new ONNX searcher in the same process:")):
+        first = results.get(key)
+        if not first:
+            continue
+        lines += ["", title, "",
+                  "| plan | calibrated ms | encoder load ms | exit graph saved before | first search ms | "
+                  "the same search again, median ms |", "|---|---|---|---|---|---|"]
+        lines += [f"| {f['plan']} | {f['calibrated_ms']:.2f} | {f['load_ms']:.1f} | "
+                  f"{SAVED[f['exit_graph_saved']] if 'exit_graph_saved' in f else ''} | {f['first_ms']:.2f} | {f['again_median_ms']:.2f} |"
+                  for f in first]
     return "\n".join(lines) + "\n"
+
+
+SAVED = {True: "yes", False: "no: joined and saved", None: "(encodes nothing)"}
 
 
 if __name__ == "__main__":

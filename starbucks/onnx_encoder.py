@@ -17,6 +17,13 @@ format (``EXPORT_FORMAT``): beside the model
 when its folder is writable (``MODEL/onnx/``), else in ``$STARBUCKS_CACHE`` (default
 ``~/.cache/starbucks``). An export is written to a temporary folder and renamed into
 place, so concurrent first uses never see half a cache.
+
+A joined exit graph is saved into the same folder on first use (``exits-v1-2-6.onnx`` pools at
+layers 2 and 6; each holds its own copy of the weights it needs), written under a temporary name and
+renamed, and later processes open that file directly. Joining graphs needs the ``onnx`` package, whose
+import alone takes most of a second; a process's first search of a plan so pays only ONNX Runtime's
+session set-up. A saved graph that cannot be opened is joined again and replaced; where the folder
+cannot be written, the graph is joined in memory each time, as before.
 """
 from __future__ import annotations
 
@@ -290,6 +297,30 @@ def session_options(threads: int):
 
 
 EXIT_GRAPHS = 8  # exit graphs kept per encoder (each holds its own copy of the weights), least recently used dropped
+EXIT_FORMAT = 1  # part of a saved exit graph's name: changes whenever ``exit_graph`` joins differently
+
+
+def exit_file(folder: Path, exits: tuple[int, ...]) -> Path:
+    """Where the exit graph pooling at ``exits`` is saved in an export's ``folder``."""
+    return folder / f"exits-v{EXIT_FORMAT}-{'-'.join(map(str, exits))}.onnx"
+
+
+def save_exit_graph(path: Path, graph: bytes) -> None:
+    """Write ``graph`` to ``path`` under a temporary name, then rename it into place, so a reader never opens
+    half a file; a folder that cannot be written keeps nothing (the graph is joined again next time)."""
+    try:
+        handle, work = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError:
+        return
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(graph)
+        os.replace(work, path)
+    except OSError:
+        pass
+    finally:
+        if os.path.exists(work):
+            os.unlink(work)
 
 
 class OnnxEncoder(Encoder):
@@ -318,8 +349,16 @@ class OnnxEncoder(Encoder):
         with self._graphs_lock:
             session = self.graphs.pop(exits, None)
             if session is None:
-                graph = exit_graph(self.folder, exits).SerializeToString()
-                session = ort.InferenceSession(graph, self.options, providers=["CPUExecutionProvider"])
+                path = exit_file(self.folder, exits)
+                if path.is_file():
+                    try:
+                        session = ort.InferenceSession(str(path), self.options, providers=["CPUExecutionProvider"])
+                    except Exception:  # ONNX Runtime's own errors: a damaged file, joined again and replaced below
+                        session = None
+                if session is None:
+                    graph = exit_graph(self.folder, exits).SerializeToString()
+                    save_exit_graph(path, graph)
+                    session = ort.InferenceSession(graph, self.options, providers=["CPUExecutionProvider"])
             self.graphs[exits] = session  # most recently used last
             while len(self.graphs) > EXIT_GRAPHS:
                 del self.graphs[next(iter(self.graphs))]

@@ -240,6 +240,25 @@ def test_cold_paths_time_each_frontier_plans_first_search(built_index, tiny_mode
     out = first_searches(searcher, "coffee", again=2)
     assert [f["plan"] for f in out] == ["1x8:50", "4x48:50"] and [f["calibrated_ms"] for f in out] == [0.4, 4.0]
     assert all(f["first_ms"] > 0 and f["again_median_ms"] > 0 and f["load_ms"] >= 0 for f in out)
+    assert [f["exit_graph_saved"] for f in out] == [None, None]  # torch joins no graph
+
+
+def test_cold_paths_say_whether_each_plans_exit_graph_was_saved_before_its_first_search(
+        built_index, tiny_model, tmp_path, monkeypatch):
+    from experiments.cold_paths import first_searches
+    from retrieval.frontier import Frontier, Point
+    from retrieval.planner import Planner
+
+    monkeypatch.setenv("STARBUCKS_CACHE", str(tmp_path / "cache"))
+    points = [Point(Plan.parse("2x16:50,4x48:10"), 2.0, 0.9)]
+
+    def searcher():
+        s = Searcher(built_index, model=tiny_model, encoder="onnx", threads=1)
+        s._planner = Planner(s.index, None, Frontier("m", "i", "nDCG@10", 10, "t", 9, 2, points), s)
+        return s
+
+    assert [f["exit_graph_saved"] for f in first_searches(searcher(), "coffee", again=1)] == [False]  # joined, saved
+    assert [f["exit_graph_saved"] for f in first_searches(searcher(), "coffee", again=1)] == [True]
 
 
 def test_each_budgets_row_counts_the_searches_cut_to_make_up_an_overrun():

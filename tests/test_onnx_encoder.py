@@ -114,6 +114,45 @@ def test_exit_graphs_are_kept_up_to_a_bound(model, monkeypatch):
     assert list(encoder.graphs) == [(1,), (1, 3)]
 
 
+def test_a_joined_exit_graph_is_saved_and_later_encoders_open_it_without_joining(model, monkeypatch):
+    first = OnnxEncoder(model, "int8")
+    want = first.encode_queries(QUERIES, [Size(2, 16), Size(3, 48)])
+    saved = onnx_encoder.exit_file(first.folder, (2, 3))
+    assert saved.is_file() and saved.name == f"exits-v{onnx_encoder.EXIT_FORMAT}-2-3.onnx"
+    assert not [p for p in first.folder.iterdir() if p.name.startswith(".")]  # nothing half-written left
+
+    def no_join(*args):
+        raise AssertionError("joined again")
+
+    monkeypatch.setattr(onnx_encoder, "exit_graph", no_join)
+    got = OnnxEncoder(model, "int8").encode_queries(QUERIES, [Size(2, 16), Size(3, 48)])
+    for s in want:
+        np.testing.assert_array_equal(got[s], want[s])
+
+
+def test_a_damaged_saved_exit_graph_is_joined_again_and_replaced(model):
+    first = OnnxEncoder(model, "fp32")
+    want = first.encode_queries(QUERIES, [Size(4, 48)])[Size(4, 48)]
+    saved = onnx_encoder.exit_file(first.folder, (4,))
+    size = saved.stat().st_size
+    saved.write_bytes(saved.read_bytes()[: size // 3])  # cut short, as by a full disk
+    np.testing.assert_array_equal(OnnxEncoder(model, "fp32").encode_queries(QUERIES, [Size(4, 48)])[Size(4, 48)], want)
+    assert saved.stat().st_size == size
+
+
+def test_an_exit_graph_that_cannot_be_saved_is_joined_in_memory(model, monkeypatch):
+    def refuse(*args):
+        raise OSError(30, "Read-only file system")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(onnx_encoder.os, "replace", refuse)
+        encoder = OnnxEncoder(model, "fp32")
+        got = encoder.encode_queries(QUERIES, [Size(2, 16)])[Size(2, 16)]
+    assert not onnx_encoder.exit_file(encoder.folder, (2,)).exists()
+    assert not [p for p in encoder.folder.iterdir() if p.name.startswith(".")]
+    np.testing.assert_array_equal(got, OnnxEncoder(model, "fp32").encode_queries(QUERIES, [Size(2, 16)])[Size(2, 16)])
+
+
 def test_export_is_cached_by_fingerprint(model, tmp_path):
     folder = graph_folder(model, "fp32")
     assert (folder / EXPORT_INFO).is_file() and folder.parent == tmp_path / "cache" / "onnx"
