@@ -124,9 +124,10 @@ def timed_rankings(topics: dict[str, str], search: Callable[[list[str]], list[li
     """Call ``search`` on batches of queries; per-query latencies (ms) and the wall time (s).
 
     The first batch is searched once more, untimed, before the timed pass: a process's first search
-    with a plan pays that plan's one-time set-up (its encoder graph's first run: 0.5-0.6 s on the DL19
-    pool, ``python -m experiments.cold_paths``), which would otherwise land on the mean of whichever row
-    runs it first (12-14 ms a query over the pool's 43 topics)."""
+    with a plan pays that plan's one-time set-up (its exit graph opened and run once: 23-34 ms on the DL19
+    pool where the graph was saved by an earlier process, up to 762 ms where it is joined,
+    ``python -m experiments.cold_paths``), which would otherwise land on the mean of whichever row runs
+    it first."""
     qids = list(topics)
     rankings, latencies = {}, []
     if qids:

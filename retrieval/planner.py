@@ -474,7 +474,7 @@ class Planner:
                 Point(plan, self._costs.predict(plan), 0.0) if self._costs else None)
             if calibrated or self._costs is not None:
                 self._predicted[key] = point
-            # A plan's first search in this process pays its one-time set-up (its encoder graph's first
+            # A plan's first search in this process pays its one-time set-up (its exit graph opened and
             # run, its vectors' first pages), not the machine's pace nor a budget's overrun: many times a
             # search's latency.
             return

@@ -153,9 +153,10 @@ class Searcher:
     def warm_up(self, k: int = 10, query: str | None = None) -> dict[str, float]:
         """Search ``query`` (default: a sample query) once with each plan budgets can choose: the calibrated
         frontier's plans, else the default plan. A process's first search of a plan pays its set-up (its
-        encoder graph's first run: 0.5-0.6 s for a plan's first int8 or fp32 graph on the DL19 pool here,
-        ``python -m experiments.cold_paths``), which a service would rather pay at start than in its first
-        searches. Writes nothing and sets no pace; returns each plan's first-search ms."""
+        exit graph opened and run once: 23-34 ms on the DL19 pool here where an earlier process saved the
+        graph, up to 762 ms where it is joined, ``python -m experiments.cold_paths``), which a service
+        would rather pay at start than in its first searches. Writes nothing into the index (a graph
+        joined here is saved with the model's export) and sets no pace; returns each plan's first-search ms."""
         from retrieval.planner import SAMPLE_QUERIES
 
         text = SAMPLE_QUERIES[0] if query is None else query
