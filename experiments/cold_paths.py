@@ -58,7 +58,7 @@ def collection_ms(rounds: int = 3) -> float:
 def first_searches(searcher: Searcher, text: str, k: int = 10, again: int = 5) -> list[dict]:
     """Each calibrated frontier plan, cheapest first: loading the encoder it names (where not loaded
     yet), its first search of ``text``, and the median of ``again`` more."""
-    from starbucks.onnx_encoder import exit_file
+    from starbucks.onnx_encoder import exit_file, exits_of
 
     frontier = searcher.planner.frontier
     out = []
@@ -68,7 +68,7 @@ def first_searches(searcher: Searcher, text: str, k: int = 10, again: int = 5) -
         encoder = searcher.encoder_named(plan.encoder) if plan.sizes else None
         load = (time.perf_counter() - t) * 1000
         folder = getattr(encoder, "folder", None)
-        saved = exit_file(folder, tuple(sorted({s.layer for s in plan.sizes}))).is_file() if folder else None
+        saved = exit_file(folder, exits_of(plan.sizes)).is_file() if folder else None
         times = []
         for _ in range(1 + again):
             t = time.perf_counter()
@@ -156,12 +156,12 @@ def markdown(results: dict) -> str:
                   "| plan | calibrated ms | encoder load ms | exit graph saved before | first search ms | "
                   "the same search again, median ms |", "|---|---|---|---|---|---|"]
         lines += [f"| {f['plan']} | {f['calibrated_ms']:.2f} | {f['load_ms']:.1f} | "
-                  f"{SAVED[f['exit_graph_saved']] if 'exit_graph_saved' in f else ''} | {f['first_ms']:.2f} | {f['again_median_ms']:.2f} |"
-                  for f in first]
+                  f"{SAVED.get(f.get('exit_graph_saved', 'unrecorded'), '')} | {f['first_ms']:.2f} | "
+                  f"{f['again_median_ms']:.2f} |" for f in first]
     return "\n".join(lines) + "\n"
 
 
-SAVED = {True: "yes", False: "no: joined and saved", None: "(encodes nothing)"}
+SAVED = {True: "yes", False: "no: joined and saved", None: "(no exit graph: BM25 alone, or torch)"}
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from starbucks.model import StarbucksModel
 
 OUT = Path(__file__).resolve().parent / "results" / "topic_pace"
 SETS = ("calibration", "evaluation")
+RATIOS = ("over_expected", "median_ratio", "encode_ms", "stages_ms", "encode_over_same_length")  # set over set
 
 
 def same_length(tokens: np.ndarray, encode: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -42,7 +43,7 @@ def same_length(tokens: np.ndarray, encode: np.ndarray, at: np.ndarray) -> np.nd
     the counts seen."""
     counts = np.unique(tokens)
     medians = np.array([np.median(encode[tokens == t]) for t in counts])
-    return np.interp(at, counts, medians) if len(counts) > 1 else np.full(len(at), medians[0])
+    return np.interp(at, counts, medians)
 
 
 def run(name: str, model: StarbucksModel, passes: int) -> dict:
@@ -87,9 +88,8 @@ def summarise(rows: list[dict]) -> dict:
     """Over the plans: each of the evaluation topics' figures over the calibration topics', as the median
     over plans (mean over expected, median per-search ratio, encoding, the stages, encoding over same
     length)."""
-    keys = ("over_expected", "median_ratio", "encode_ms", "stages_ms", "encode_over_same_length")
     return {f"{key}_evaluation_over_calibration": float(np.median([r["evaluation"][key] / r["calibration"][key]
-                                                                   for r in rows])) for key in keys}
+                                                                   for r in rows])) for key in RATIOS}
 
 
 def markdown(results: dict) -> str:
@@ -119,8 +119,7 @@ def summary_lines(results: dict) -> list[str]:
         s = c["summary"]
         name = c["collection"] + (" (calibrated on its evaluation topics: a control)" if c["same_topics"] else "")
         out.append(f"| {name} | " + " | ".join(
-            f"{s[f'{key}_evaluation_over_calibration']:.3f}" for key in
-            ("over_expected", "median_ratio", "encode_ms", "stages_ms", "encode_over_same_length")) + " |")
+            f"{s[f'{key}_evaluation_over_calibration']:.3f}" for key in RATIOS) + " |")
     return out
 
 

@@ -300,6 +300,11 @@ EXIT_GRAPHS = 8  # exit graphs kept per encoder (each holds its own copy of the 
 EXIT_FORMAT = 1  # part of a saved exit graph's name: changes whenever ``exit_graph`` joins differently
 
 
+def exits_of(sizes) -> tuple[int, ...]:
+    """The layers an exit graph for ``sizes`` pools at, sorted: what names its session and its saved file."""
+    return tuple(sorted({s.layer for s in sizes}))
+
+
 def exit_file(folder: Path, exits: tuple[int, ...]) -> Path:
     """Where the exit graph pooling at ``exits`` is saved in an export's ``folder``."""
     return folder / f"exits-v{EXIT_FORMAT}-{'-'.join(map(str, exits))}.onnx"
@@ -344,28 +349,29 @@ class OnnxEncoder(Encoder):
 
     def session(self, exits: tuple[int, ...]):
         """The session of the exit graph pooling at ``exits`` (sorted layer numbers), built on first use."""
-        import onnxruntime as ort
-
         with self._graphs_lock:
-            session = self.graphs.pop(exits, None)
-            if session is None:
-                path = exit_file(self.folder, exits)
-                if path.is_file():
-                    try:
-                        session = ort.InferenceSession(str(path), self.options, providers=["CPUExecutionProvider"])
-                    except Exception:  # ONNX Runtime's own errors: a damaged file, joined again and replaced below
-                        session = None
-                if session is None:
-                    graph = exit_graph(self.folder, exits).SerializeToString()
-                    save_exit_graph(path, graph)
-                    session = ort.InferenceSession(graph, self.options, providers=["CPUExecutionProvider"])
+            session = self.graphs.pop(exits, None) or self._open(exits)
             self.graphs[exits] = session  # most recently used last
             while len(self.graphs) > EXIT_GRAPHS:
                 del self.graphs[next(iter(self.graphs))]
             return session
 
+    def _open(self, exits: tuple[int, ...]):
+        """A session of the saved exit graph; else of one joined now, and saved for later processes."""
+        import onnxruntime as ort
+
+        path = exit_file(self.folder, exits)
+        if path.is_file():
+            try:
+                return ort.InferenceSession(str(path), self.options, providers=["CPUExecutionProvider"])
+            except Exception:  # ONNX Runtime's own errors: a damaged file, joined again and replaced below
+                pass
+        graph = exit_graph(self.folder, exits).SerializeToString()
+        save_exit_graph(path, graph)
+        return ort.InferenceSession(graph, self.options, providers=["CPUExecutionProvider"])
+
     def _vectors(self, input_ids: np.ndarray, mask: np.ndarray, sizes: list[Size]) -> dict[Size, np.ndarray]:
-        exits = tuple(sorted({s.layer for s in sizes}))
+        exits = exits_of(sizes)
         pooled = dict(zip(exits, self.session(exits).run([f"pooled{n}" for n in exits],
                                                          {"input_ids": input_ids, "attention_mask": mask})))
         with self._graphs_lock:
